@@ -1,0 +1,17 @@
+"""User-facing errors: each carries a one-line message that names the offending file."""
+
+
+class FeatherFaceError(Exception):
+    """Base class for bad input (weights, images, labels, configs); the CLI prints it on one line."""
+
+
+class WeightsError(FeatherFaceError):
+    pass
+
+
+class ImageError(FeatherFaceError):
+    pass
+
+
+class LabelError(FeatherFaceError):
+    pass

@@ -1,0 +1,4 @@
+"""Backends as loader → runner pairs behind one interface (``Runner``)."""
+from toolchain.backends.base import Runner
+
+__all__ = ["Runner"]

@@ -1,0 +1,175 @@
+"""The ``toolchain`` command line."""
+import json
+import sys
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+import featherface
+from featherface import paths
+from featherface.errors import FeatherFaceError
+from featherface.postprocess import Detections, PostprocessConfig
+from featherface.preprocess import list_images
+from toolchain import __version__
+from toolchain.artifacts import write_bytes, write_json
+from toolchain.backends.base import Runner
+
+
+class _Group(click.Group):
+    """Turns bad-input errors into one ``Error: …`` line and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FeatherFaceError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="toolchain")
+def main() -> None:
+    """FeatherFace edge toolchain."""
+
+
+def _weights_for(model: str, weights: Path | None) -> Path | None:
+    if weights is not None:
+        return weights
+    name = featherface.default_weights_name(model)
+    return paths.default_weights(name) if name else None
+
+
+model_option = click.option("--model", "model", default="featherface-v1", show_default=True,
+                            type=click.Choice(featherface.list_models()), help="Detector architecture.")
+weights_option = click.option("--weights", type=click.Path(path_type=Path),
+                              help="Checkpoint (default: the model's file under $FEATHERFACE_SHARED/weights).")
+
+
+def _runner(model: str, weights: Path | None, backend: str, onnx: Path | None, threads: int | None) -> Runner:
+    if backend == "torch":
+        from toolchain.backends.torch_backend import load_torch_runner
+
+        return load_torch_runner(model, _weights_for(model, weights))
+    if onnx is None:
+        raise click.UsageError("--backend onnxruntime needs --onnx FILE")
+    from toolchain.backends.onnxruntime_backend import load_onnx_runner
+
+    return load_onnx_runner(onnx, threads=threads)
+
+
+backend_options = [
+    click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True),
+    click.option("--onnx", type=click.Path(path_type=Path), help="ONNX model for --backend onnxruntime."),
+    click.option("--threads", type=int, default=None, help="Intra-op threads for ONNX Runtime (default: all cores)."),
+]
+
+
+def _add(options):
+    def wrap(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return wrap
+
+
+@main.command("eval")
+@model_option
+@weights_option
+@_add(backend_options)
+@click.option("--data", type=click.Path(path_type=Path), help="WIDER folder with images/ and ground_truth/.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the APs as JSON.")
+@click.option("--save-preds", type=click.Path(path_type=Path), help="Write WIDER submission files here.")
+def eval_cmd(model, weights, backend, onnx, threads, data, json_out, save_preds) -> None:
+    """WIDER FACE easy/medium/hard AP on a folder (official protocol, original image sizes)."""
+    from toolchain.evaluate import evaluate_folder
+
+    runner = _runner(model, weights, backend, onnx, threads)
+    data = data or paths.default_val_dir()
+    with click.progressbar(length=len(list_images(data / "images")), label=f"eval {runner}", file=sys.stderr) as bar:
+        result = evaluate_folder(runner, data, save_preds=save_preds, on_image=lambda i, n: bar.update(1))
+    click.echo(f"easy {result.ap['easy']:.4f}  medium {result.ap['medium']:.4f}  hard {result.ap['hard']:.4f}"
+               f"  ({result.images} images)")
+    if json_out:
+        write_json(json_out, result.as_dict())
+
+
+def _detections_json(path: Path, shape: tuple[int, ...], dets: Detections) -> dict:
+    return {
+        "image": str(path), "height": shape[0], "width": shape[1],
+        "detections": [
+            {"box": [round(float(v), 2) for v in box], "score": round(float(score), 5),
+             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in lm.reshape(5, 2)]}
+            for box, score, lm in zip(dets.boxes, dets.scores, dets.landmarks)
+        ],
+    }
+
+
+def _annotate(image: np.ndarray, dets: Detections) -> np.ndarray:
+    out = image.copy()
+    for box, score, lm in zip(dets.boxes, dets.scores, dets.landmarks):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), 2)
+        cv2.putText(out, f"{score:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+        for x, y in lm.reshape(5, 2):
+            cv2.circle(out, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1)
+    return out
+
+
+@main.command("detect")
+@model_option
+@weights_option
+@_add(backend_options)
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--score-threshold", type=float, default=0.5, show_default=True)
+@click.option("--nms-threshold", type=float, default=0.4, show_default=True)
+def detect_cmd(model, weights, backend, onnx, threads, source, out, score_threshold, nms_threshold) -> None:
+    """Detect faces in an image or a folder; writes <name>.json and an annotated <name>.jpg per image."""
+    from featherface.preprocess import read_image
+    from toolchain.inference import detect_array
+
+    runner = _runner(model, weights, backend, onnx, threads)
+    config = PostprocessConfig(score_threshold=score_threshold, nms_threshold=nms_threshold)
+    images = [source] if source.is_file() else list_images(source)
+    if not images:
+        raise FeatherFaceError(f"{source}: no images found")
+    for path in images:
+        image = read_image(path)
+        dets = detect_array(runner, image, config)
+        rel = path.name if source.is_file() else path.relative_to(source).as_posix()
+        target = out / rel
+        write_json(target.with_suffix(".json"), _detections_json(path, image.shape, dets))
+        ok, encoded = cv2.imencode(".jpg", _annotate(image, dets))
+        write_bytes(target.with_suffix(".jpg"), encoded.tobytes())
+        click.echo(f"{path}: {len(dets)} faces")
+
+
+@main.command("validate")
+@model_option
+@click.option("--weights", type=click.Path(path_type=Path), help="Optional checkpoint to load first.")
+@click.option("--sizes", default="320,640,1024", show_default=True, help="Square input sizes.")
+@click.option("--batches", default="1,4", show_default=True)
+def validate_cmd(model, weights, sizes, batches) -> None:
+    """Parameter count, forward at several sizes/batches, gradient flow; exit 1 on any failure."""
+    from toolchain.validate import validate_model
+
+    report = validate_model(model, weights, tuple(int(s) for s in sizes.split(",")),
+                            tuple(int(b) for b in batches.split(",")))
+    expected = report.expected_params
+    tol = f" ±{report.tolerance:.0%}" if report.tolerance else ""
+    mark = "ok" if report.params_ok else "MISMATCH"
+    click.echo(f"{model}: {report.params:,} parameters (expected {expected:,}{tol}) {mark}")
+    for batch, size, ok, detail in report.forwards:
+        click.echo(f"  forward batch {batch} {size}x{size}: {'ok' if ok else 'FAIL'} ({detail})")
+    if report.params_without_grad:
+        click.echo(f"  gradient flow: FAIL, no gradient for {', '.join(report.params_without_grad[:5])}")
+    else:
+        click.echo("  gradient flow: ok (every trainable parameter gets a gradient)")
+    if not report.ok:
+        raise click.ClickException(f"{model}: validation failed")
+
+
+if __name__ == "__main__":
+    main()
