@@ -15,3 +15,11 @@ class ImageError(FeatherFaceError):
 
 class LabelError(FeatherFaceError):
     pass
+
+
+class ArtifactError(FeatherFaceError):
+    """A model artifact (ONNX file, engine, bundle) that is missing, corrupt or does not match."""
+
+
+class ConfigError(FeatherFaceError):
+    pass

@@ -171,5 +171,44 @@ def validate_cmd(model, weights, sizes, batches) -> None:
         raise click.ClickException(f"{model}: validation failed")
 
 
+@main.command("export")
+@model_option
+@weights_option
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .onnx file.")
+@click.option("--target", default=None, help="Target profile (name or TOML path): sets opset and DCN lowering.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: the target's, else 20).")
+@click.option("--lowering", type=click.Choice(["native", "decomposed"]), default=None,
+              help="Deformable-conv lowering (default: the target's, else native).")
+@click.option("--check-images", type=click.Path(path_type=Path), default=None,
+              help="Images for the built-in ONNX Runtime vs PyTorch check (default: the shared calib set).")
+@click.option("--no-check", is_flag=True, help="Skip the numeric check (not recommended).")
+def export_cmd(model, weights, out, target, opset, lowering, check_images, no_check) -> None:
+    """Export to dynamic ONNX and prove it equal to PyTorch on real images at several shapes."""
+    from toolchain.stages.export import export_onnx
+    from toolchain.targets import load_target
+
+    profile = load_target(target) if target else None
+    opset = opset or (profile.opset if profile else 20)
+    lowering = lowering or (profile.dcn_lowering if profile else "native")
+    images = None if no_check else (check_images or paths.default_calib_dir() / "images")
+    report = export_onnx(model, _weights_for(model, weights), out, lowering, opset, images)
+    for c in report.comparisons:
+        drift = "  ".join(f"{d.output} max|Δ| {d.max_abs:.2e} cos {d.cosine:.7f}" for d in c.drift)
+        click.echo(f"  {tuple(c.shape)}: {drift}  det F1 {c.det_f1:.3f}")
+    click.echo(f"wrote {out} (opset {opset}, DCN lowering {lowering})")
+
+
+@main.command("simplify")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def simplify_cmd(src, out) -> None:
+    """onnxsim with dynamic shapes kept; keeps the original graph if simplification fails or drifts."""
+    from toolchain.stages.simplify import simplify_onnx
+
+    report = simplify_onnx(src, out)
+    click.echo(report.table())
+    click.echo(f"wrote {out}: {report.reason}")
+
+
 if __name__ == "__main__":
     main()

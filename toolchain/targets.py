@@ -1,0 +1,121 @@
+"""Target profiles: declarative TOML files in ``targets/``, validated strictly (unknown keys, bad values)."""
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from featherface.errors import ConfigError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+RUNTIMES = ("onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+LOWERINGS = ("native", "decomposed")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Optimisation profile as (batch, height, width) triples."""
+
+    min: tuple[int, int, int]
+    opt: tuple[int, int, int]
+    max: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    runtime: str
+    min_runtime_version: str
+    precisions: tuple[str, ...]
+    default_precision: str
+    opset: int
+    dcn_lowering: str
+    workspace_mb: int
+    profile: Profile
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    path: Path | None = None
+
+
+_TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": str, "precisions": list,
+        "default_precision": str, "opset": int, "dcn_lowering": str, "workspace_mb": int, "profile": dict,
+        "dla": dict}
+_REQUIRED = set(_TOP) - {"dla"}
+_DLA = {"core": int, "gpu_fallback": bool}
+
+
+def _fail(path: Path, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {message}")
+
+
+def _typed(path: Path, table: dict, schema: dict, where: str) -> None:
+    for key, value in table.items():
+        if key not in schema:
+            raise _fail(path, f"unknown key '{where}{key}' (allowed: {', '.join(sorted(schema))})")
+        expected = schema[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise _fail(path, f"'{where}{key}' must be {expected.__name__}, got {type(value).__name__}")
+
+
+def _shape(path: Path, profile: dict, key: str) -> tuple[int, int, int]:
+    value = profile.get(key)
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) and v > 0 for v in value)):
+        raise _fail(path, f"'profile.{key}' must be [batch, height, width] of positive integers")
+    if value[1] % 32 or value[2] % 32:
+        raise _fail(path, f"'profile.{key}' height and width must be multiples of 32 (the largest stride)")
+    return tuple(value)
+
+
+def parse_target(path: Path) -> Target:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise _fail(path, f"cannot read ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(path, f"invalid TOML ({exc})") from None
+    _typed(path, data, _TOP, "")
+    missing = sorted(_REQUIRED - set(data))
+    if missing:
+        raise _fail(path, f"missing key(s): {', '.join(missing)}")
+    if data["runtime"] not in RUNTIMES:
+        raise _fail(path, f"'runtime' must be one of {', '.join(RUNTIMES)}, got '{data['runtime']}'")
+    bad = [p for p in data["precisions"] if p not in PRECISIONS]
+    if bad or not data["precisions"]:
+        raise _fail(path, f"'precisions' must be a non-empty subset of {', '.join(PRECISIONS)}")
+    if data["default_precision"] not in data["precisions"]:
+        raise _fail(path, f"'default_precision' {data['default_precision']!r} is not in 'precisions'")
+    if data["dcn_lowering"] not in LOWERINGS:
+        raise _fail(path, f"'dcn_lowering' must be one of {', '.join(LOWERINGS)}")
+    if not 18 <= data["opset"] <= 23:
+        raise _fail(path, f"'opset' {data['opset']} is out of range 18–23 (what the exporter writes)")
+    if data["dcn_lowering"] == "native" and data["opset"] < 19:
+        raise _fail(path, "'dcn_lowering = \"native\"' needs opset ≥ 19 (ONNX DeformConv)")
+    if data["workspace_mb"] <= 0:
+        raise _fail(path, "'workspace_mb' must be positive")
+    _typed(path, data["profile"], {"min": list, "opt": list, "max": list}, "profile.")
+    lo, opt, hi = (_shape(path, data["profile"], k) for k in ("min", "opt", "max"))
+    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise _fail(path, "profile must satisfy min ≤ opt ≤ max in every dimension")
+    dla = data.get("dla", {})
+    _typed(path, dla, _DLA, "dla.")
+    if "core" in dla and dla["core"] < 0:
+        raise _fail(path, "'dla.core' must be ≥ 0")
+    if "core" in dla and not lo == opt == hi:
+        raise _fail(path, "DLA has no dynamic dimensions: 'profile' min, opt and max must be equal")
+    return Target(data["name"], data["description"], data["runtime"], data["min_runtime_version"],
+                  tuple(data["precisions"]), data["default_precision"], data["opset"], data["dcn_lowering"],
+                  data["workspace_mb"], Profile(lo, opt, hi), dla.get("core"), dla.get("gpu_fallback", False), path)
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A target by name (``targets/<name>.toml``) or by path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = TARGETS_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise ConfigError(f"{path}: unknown target '{name_or_path}' (available: {', '.join(list_targets())})")
+    return parse_target(path)
