@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from featherface import paths
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get(paths.ENV_VAR, ROOT.parent / "shared")).resolve()
+os.environ[paths.ENV_VAR] = str(SHARED)  # the CLI under test reads the same folder
+VAL = SHARED / "data" / "widerface-val-mini" / "val"
+CALIB = SHARED / "data" / "widerface-val-mini" / "calib"
+WEIGHTS = SHARED / "weights"
+V1_WEIGHTS = WEIGHTS / "featherface_v1.pth"
+RF_WEIGHTS = WEIGHTS / "retinaface_mobilenet0.25.pth"
+
+# Reference AP on val measured with the public reference code (../shared/README.md).
+REFERENCE_AP = {
+    "featherface-v1": {"easy": 0.8606, "medium": 0.8171, "hard": 0.7141},
+    "retinaface-mnet0.25": {"easy": 0.8376, "medium": 0.7983, "hard": 0.6812},
+}
+
+if not V1_WEIGHTS.is_file():
+    raise RuntimeError(f"{SHARED}: shared data/weights not found; set {paths.ENV_VAR}")
+
+
+@pytest.fixture(scope="session")
+def v1_model():
+    import featherface
+
+    return featherface.load_model("featherface-v1", V1_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def v1_onnx(tmp_path_factory):
+    """FeatherFace V1 exported once (native DeformConv) with the stage's own numeric check."""
+    from toolchain.stages.export import export_onnx
+
+    out = tmp_path_factory.mktemp("export") / "v1.onnx"
+    return export_onnx("featherface-v1", V1_WEIGHTS, out, "native", 20, CALIB / "images")

@@ -1,0 +1,89 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import REFERENCE_AP, RF_WEIGHTS, V1_WEIGHTS, VAL
+from toolchain.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def v1_torch_ap(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = run("eval", "--model", "featherface-v1", "--weights", V1_WEIGHTS, "--data", VAL,
+                 "--json", out / "ap.json", "--save-preds", out / "preds")
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "ap.json").read_text()), out / "preds"
+
+
+def test_eval_reproduces_reference_ap_featherface_v1(v1_torch_ap):
+    ap, preds = v1_torch_ap
+    assert ap["images"] == 80
+    for setting, ref in REFERENCE_AP["featherface-v1"].items():
+        assert abs(ap[setting] - ref) <= 0.005, (setting, ap[setting], ref)
+    files = sorted(preds.rglob("*.txt"))
+    assert len(files) == 80
+    lines = files[0].read_text().splitlines()
+    assert lines[0] == files[0].stem and int(lines[1]) == len(lines) - 2
+    x, y, w, h, score = lines[2].split()
+    assert int(w) >= 0 and 0 < float(score) <= 1
+
+
+def test_eval_reproduces_reference_ap_retinaface(tmp_path):
+    result = run("eval", "--model", "retinaface-mnet0.25", "--weights", RF_WEIGHTS, "--data", VAL,
+                 "--json", tmp_path / "ap.json")
+    assert result.exit_code == 0, result.output
+    ap = json.loads((tmp_path / "ap.json").read_text())
+    for setting, ref in REFERENCE_AP["retinaface-mnet0.25"].items():
+        assert abs(ap[setting] - ref) <= 0.005, (setting, ap[setting], ref)
+
+
+def test_onnxruntime_eval_within_0_002_of_pytorch(v1_onnx, v1_torch_ap, tmp_path):
+    result = run("eval", "--backend", "onnxruntime", "--onnx", v1_onnx.path, "--data", VAL,
+                 "--json", tmp_path / "ap.json")
+    assert result.exit_code == 0, result.output
+    ap = json.loads((tmp_path / "ap.json").read_text())
+    for setting in ("easy", "medium", "hard"):
+        assert abs(ap[setting] - v1_torch_ap[0][setting]) <= 0.002
+
+
+def test_detect_writes_json_and_annotated_image(tmp_path):
+    image = next((VAL / "images").rglob("*.jpg"))
+    result = run("detect", "--model", "retinaface-mnet0.25", "--weights", RF_WEIGHTS, image, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / f"{image.stem}.json").read_text())
+    assert data["width"] == cv2.imread(str(image)).shape[1] and data["detections"]
+    det = data["detections"][0]
+    assert len(det["box"]) == 4 and len(det["landmarks"]) == 5 and det["score"] >= 0.5
+    annotated = cv2.imread(str(tmp_path / f"{image.stem}.jpg"))
+    assert annotated is not None and annotated.shape == cv2.imread(str(image)).shape
+
+
+def test_validate_reports_and_passes():
+    result = run("validate", "--model", "featherface-v2", "--sizes", "160,224", "--batches", "1,2")
+    assert result.exit_code == 0, result.output
+    assert "268,485 parameters" in result.output and "gradient flow: ok" in result.output
+
+
+@pytest.mark.parametrize("make_bad,args,message", [
+    (lambda d: (d / "w.pth").write_bytes(b"\x00" * 10), ["eval", "--weights", "{d}/w.pth"], "w.pth: not a readable"),
+    (lambda d: None, ["eval", "--weights", "{d}/none.pth"], "none.pth: weights file not found"),
+    (lambda d: (d / "x.onnx").write_bytes(b"junk"), ["eval", "--backend", "onnxruntime", "--onnx", "{d}/x.onnx"],
+     "x.onnx: not a valid ONNX model"),
+    (lambda d: (d / "img.jpg").write_bytes(b"junk"), ["detect", "--weights", str(V1_WEIGHTS), "{d}/img.jpg",
+                                                      "--out", "{d}/out"], "img.jpg: cannot decode image"),
+    (lambda d: None, ["export", "--target", "mars", "--out", "{d}/m.onnx"], "unknown target 'mars'"),
+])
+def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, make_bad, args, message):
+    make_bad(tmp_path)
+    result = CliRunner().invoke(main, [a.format(d=tmp_path) for a in args])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and message in lines[-1]
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -1,0 +1,50 @@
+import pytest
+
+from featherface.errors import ConfigError
+from toolchain.targets import list_targets, load_target
+
+GOOD = """name = "t"
+description = "d"
+runtime = "tensorrt"
+min_runtime_version = "10.3"
+precisions = ["fp16", "int8"]
+default_precision = "fp16"
+opset = 19
+dcn_lowering = "native"
+workspace_mb = 1024
+
+[profile]
+min = [1, 320, 320]
+opt = [1, 640, 640]
+max = [4, 1024, 1024]
+"""
+
+
+def test_shipped_targets_load():
+    names = list_targets()
+    assert {"cpu", "x86-cuda", "jetson-orin", "jetson-xavier", "jetson-nano"} <= set(names)
+    for name in names:
+        target = load_target(name)
+        assert target.name == name
+    assert load_target("jetson-xavier").dcn_lowering == "decomposed"
+    assert load_target("jetson-nano").precisions == ("fp16",)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: s + "colour = 'red'\n", "unknown key 'colour'"),
+    (lambda s: s.replace('runtime = "tensorrt"', 'runtime = "tflite"'), "'runtime' must be one of"),
+    (lambda s: s.replace("opset = 19", "opset = '19'"), "'opset' must be int, got str"),
+    (lambda s: s.replace("opset = 19", "opset = 18"), "needs opset ≥ 19"),
+    (lambda s: s.replace('default_precision = "fp16"', 'default_precision = "fp32"'), "not in 'precisions'"),
+    (lambda s: s.replace("max = [4, 1024, 1024]", "max = [4, 1000, 1024]"), "multiples of 32"),
+    (lambda s: s.replace("min = [1, 320, 320]", "min = [8, 320, 320]"), "min ≤ opt ≤ max"),
+    (lambda s: s + "\n[dla]\ncore = 0\n", "DLA has no dynamic dimensions"),
+    (lambda s: s.replace("[profile]", "[profile"), "invalid TOML"),
+    (lambda s: s.replace('name = "t"\n', ""), "missing key(s): name"),
+])
+def test_bad_target_files_are_rejected_with_the_file_name(tmp_path, change, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(change(GOOD))
+    with pytest.raises(ConfigError) as err:
+        load_target(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
