@@ -31,7 +31,7 @@ def test_shipped_targets_load():
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda s: s + "colour = 'red'\n", "unknown key 'colour'"),
+    (lambda s: "colour = 'red'\n" + s, "unknown key 'colour'"),
     (lambda s: s.replace('runtime = "tensorrt"', 'runtime = "tflite"'), "'runtime' must be one of"),
     (lambda s: s.replace("opset = 19", "opset = '19'"), "'opset' must be int, got str"),
     (lambda s: s.replace("opset = 19", "opset = 18"), "needs opset ≥ 19"),
