@@ -28,6 +28,9 @@ def test_shipped_targets_load():
         assert target.name == name
     assert load_target("jetson-xavier").dcn_lowering == "decomposed"
     assert load_target("jetson-nano").precisions == ("fp16",)
+    assert load_target("jetson-xavier").int8.mode == "calibrator"
+    assert load_target("cpu").int8.activations == "u8"
+    assert load_target("jetson-orin").int8.noise_threshold_db == 25.0  # the default when not given
 
 
 @pytest.mark.parametrize("change,message", [
@@ -41,6 +44,11 @@ def test_shipped_targets_load():
     (lambda s: s + "\n[dla]\ncore = 0\n", "DLA has no dynamic dimensions"),
     (lambda s: s.replace("[profile]", "[profile"), "invalid TOML"),
     (lambda s: s.replace('name = "t"\n', ""), "missing key(s): name"),
+    (lambda s: s + '\n[int8]\nmode = "implicit"\n', "'int8.mode' must be one of"),
+    (lambda s: s + '\n[int8]\nactivations = "u8"\n', "TensorRT takes only symmetric INT8"),
+    (lambda s: s.replace('"10.3"', '"11.0"') + '\n[int8]\nmode = "calibrator"\n', "TensorRT 11 removed"),
+    (lambda s: s + '\n[int8]\nmethod = "kl"\n', "'int8.method' must be one of"),
+    (lambda s: s + '\n[int8]\nimages = "all"\n', "'int8.images' must be int"),
 ])
 def test_bad_target_files_are_rejected_with_the_file_name(tmp_path, change, message):
     path = tmp_path / "bad.toml"

@@ -210,5 +210,97 @@ def simplify_cmd(src, out) -> None:
     click.echo(f"wrote {out}: {report.reason}")
 
 
+@main.command("calibrate")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Calibration images (default: the shared calib set).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="entropy", show_default=True)
+@click.option("--count", type=int, default=None, help="Number of images (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=int, default=640, show_default=True, help="Square input size for calibration.")
+@click.option("--asymmetric", is_flag=True, help="Asymmetric ranges (for uint8 activations in ONNX Runtime).")
+def calibrate_cmd(src, images, out, method, count, seed, size, asymmetric) -> None:
+    """Activation ranges over calibration images: ONNX Runtime cache, TensorRT cache, file manifest."""
+    from toolchain.stages.calibrate import calibrate_onnx
+
+    images = images or paths.default_calib_dir() / "images"
+    with click.progressbar(length=count or len(list_images(images)), label=f"calibrate ({method})",
+                           file=sys.stderr) as bar:
+        report = calibrate_onnx(src, images, out, method, count, seed, (size, size), not asymmetric,
+                                on_image=lambda i, n: bar.update(1))
+    for path, reason in report.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    click.echo(f"{report.images} images → {report.cache}, {report.trt_cache}, {report.manifest}")
+
+
+@main.command("quantize")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), help="Calibration cache from `toolchain calibrate` (INT8).")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Images for the per-layer noise rounds (default: the shared calib set).")
+@click.option("--activations", type=click.Choice(["s8", "u8"]), default="s8", show_default=True)
+@click.option("--threshold-db", type=float, default=25.0, show_default=True,
+              help="Keep convolutions next to activations noisier than this in FP32 (0: no rounds).")
+def quantize_cmd(src, out, precision, cache, images, activations, threshold_db) -> None:
+    """INT8 Q/DQ ONNX (per-channel weights, per-tensor activations) or FP16 ONNX (FP32 I/O)."""
+    from toolchain.stages.quantize import fp16_onnx, quantize_onnx
+
+    if precision == "fp16":
+        fp16_onnx(src, out)
+        click.echo(f"wrote {out}")
+        return
+    if cache is None:
+        raise click.UsageError("--precision int8 needs --cache (run `toolchain calibrate` first)")
+    from calibration.quantize import read_ranges
+
+    method = read_ranges(cache).calibration_method.name.lower()
+    report = quantize_onnx(src, cache, out, method, images or paths.default_calib_dir() / "images", activations,
+                           threshold_db, on_round=lambda r, noisy: click.echo(
+                               f"round {r}: " + ", ".join(f"{n.tensor} {n.local_db:.1f} dB" for n in noisy[:6])
+                               + (" …" if len(noisy) > 6 else "")))
+    click.echo(f"wrote {out}: {len(report.kept_fp32)} of {report.convs} convolutions kept in FP32")
+
+
+@main.command("engine")
+@model_option
+@weights_option
+@click.option("--target", default="cpu", show_default=True, help="Target profile (name or TOML path).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Default: the target's default precision.")
+@click.option("--build-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration folder with images/ (default: the shared calib set).")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Measure the shipped graph's AP here (default: the shared val set; 'none' to skip).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads recorded in the bundle.")
+def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads) -> None:
+    """The whole chain for a target: export → simplify → calibrate → quantize → engine → bundle."""
+    from toolchain.build import build_target
+    from toolchain.targets import load_target
+
+    profile = load_target(target)
+    weights = _weights_for(model, weights)
+    if weights is None:
+        raise click.UsageError(f"{model} has no default weights; pass --weights")
+    val_dir = None if val is not None and str(val).lower() == "none" else (val or paths.default_val_dir())
+    result = build_target(model, weights, profile, precision or profile.default_precision, build_dir,
+                          calib or paths.default_calib_dir(), val_dir, threads, echo=lambda m: click.echo(m, err=True))
+    click.echo(result.summary())
+
+
+@main.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+def verify_cmd(bundle) -> None:
+    """Check a bundle: every file's sha256 and size, no unlisted files, runtime/engine versions."""
+    from toolchain.stages.bundle import verify_bundle
+
+    for line in verify_bundle(bundle):
+        click.echo(f"ok  {line}")
+    click.echo(f"{bundle}: verified")
+
+
 if __name__ == "__main__":
     main()

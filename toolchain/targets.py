@@ -9,6 +9,20 @@ TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 RUNTIMES = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 LOWERINGS = ("native", "decomposed")
+INT8_MODES = ("qdq", "calibrator")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """How INT8 is produced: ``qdq`` puts explicit Q/DQ nodes in the ONNX (every runtime; the only way in
+    TensorRT 11); ``calibrator`` builds from the FP32 ONNX with a TensorRT calibration cache (TensorRT ≤ 10)."""
+
+    mode: str = "qdq"
+    method: str = "entropy"
+    activations: str = "s8"  # s8: symmetric (TensorRT's layout); u8: asymmetric (ONNX Runtime on x86)
+    images: int | None = None  # calibration images (None: the whole folder)
+    noise_threshold_db: float = 25.0  # convolutions next to activations noisier than this stay FP32
 
 
 @dataclass(frozen=True)
@@ -34,14 +48,20 @@ class Target:
     profile: Profile
     dla_core: int | None = None
     gpu_fallback: bool = False
+    int8: Int8Settings = Int8Settings()
     path: Path | None = None
+
+    @property
+    def is_tensorrt(self) -> bool:
+        return self.runtime == "tensorrt"
 
 
 _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": str, "precisions": list,
         "default_precision": str, "opset": int, "dcn_lowering": str, "workspace_mb": int, "profile": dict,
-        "dla": dict}
-_REQUIRED = set(_TOP) - {"dla"}
+        "dla": dict, "int8": dict}
+_REQUIRED = set(_TOP) - {"dla", "int8"}
 _DLA = {"core": int, "gpu_fallback": bool}
+_INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float}
 
 
 def _fail(path: Path, message: str) -> ConfigError:
@@ -53,6 +73,8 @@ def _typed(path: Path, table: dict, schema: dict, where: str) -> None:
         if key not in schema:
             raise _fail(path, f"unknown key '{where}{key}' (allowed: {', '.join(sorted(schema))})")
         expected = schema[key]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise _fail(path, f"'{where}{key}' must be {expected.__name__}, got {type(value).__name__}")
 
@@ -102,9 +124,39 @@ def parse_target(path: Path) -> Target:
         raise _fail(path, "'dla.core' must be ≥ 0")
     if "core" in dla and not lo == opt == hi:
         raise _fail(path, "DLA has no dynamic dimensions: 'profile' min, opt and max must be equal")
+    int8 = _int8(path, data.get("int8", {}), data["runtime"], data["min_runtime_version"])
     return Target(data["name"], data["description"], data["runtime"], data["min_runtime_version"],
                   tuple(data["precisions"]), data["default_precision"], data["opset"], data["dcn_lowering"],
-                  data["workspace_mb"], Profile(lo, opt, hi), dla.get("core"), dla.get("gpu_fallback", False), path)
+                  data["workspace_mb"], Profile(lo, opt, hi), dla.get("core"), dla.get("gpu_fallback", False),
+                  int8, path)
+
+
+def _int8(path: Path, table: dict, runtime: str, min_version: str) -> Int8Settings:
+    _typed(path, table, _INT8, "int8.")
+    settings = Int8Settings(**table)
+    if settings.mode not in INT8_MODES:
+        raise _fail(path, f"'int8.mode' must be one of {', '.join(INT8_MODES)}")
+    if settings.method not in CALIBRATION_METHODS:
+        raise _fail(path, f"'int8.method' must be one of {', '.join(CALIBRATION_METHODS)}")
+    if settings.activations not in ("s8", "u8"):
+        raise _fail(path, "'int8.activations' must be 's8' or 'u8'")
+    if runtime == "tensorrt" and settings.activations != "s8":
+        raise _fail(path, "TensorRT takes only symmetric INT8: 'int8.activations' must be 's8'")
+    if settings.mode == "calibrator" and (runtime != "tensorrt" or version_tuple(min_version) >= (11,)):
+        raise _fail(path, "'int8.mode = \"calibrator\"' needs TensorRT ≤ 10 (TensorRT 11 removed calibrators)")
+    if settings.images is not None and settings.images < 1:
+        raise _fail(path, "'int8.images' must be ≥ 1")
+    return settings
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'10.3.0' → (10, 3, 0); non-numeric parts end the tuple."""
+    out = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
 
 
 def list_targets() -> list[str]:

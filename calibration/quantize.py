@@ -1,0 +1,144 @@
+"""INT8 (explicit Q/DQ) and FP16 ONNX from an FP32 ONNX, with ``onnxruntime.quantization``.
+
+The Q/DQ layout is what TensorRT wants (symmetric INT8, per-channel weights, per-tensor activations);
+ONNX Runtime runs the same graph on the CPU, so the artifact that ships is the one that is measured.
+"""
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import onnx_ir
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, load_tensors_data, save_tensors_data
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from calibration.dataset import CalibrationSet
+from calibration.reader import CalibrationReader
+from featherface.errors import ArtifactError
+from toolchain.artifacts import atomic_output
+from toolchain.metadata import get_metadata, load_onnx, set_metadata
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+# Histogram settings are not passed through quantize_static, so the calibrator is run here directly.
+METHOD_OPTIONS = {"minmax": {}, "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
+                  "percentile": {"num_bins": 2048, "percentile": 99.999}}
+# "s8": symmetric signed activations (TensorRT's layout); "u8": asymmetric unsigned (faster in ONNX Runtime on x86).
+ACTIVATIONS = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
+# Numerically sensitive ops left in FP32 in the FP16 graph (softmax probabilities, sampling offsets).
+# Q/DQ only in front of convolutions, as TensorRT recommends: the attention and fusion arithmetic
+# (CBAM gates, BiFPN weighted sums) stays in float, where quantizing it cost 2-3 AP for no speed.
+QUANTIZED_OPS = ["Conv"]
+FP16_KEEP_FP32_OPS = ["Softmax", "DeformConv", "GatherElements", "ReduceMax"]
+FP16_OPSET_MIN = 18
+
+
+def calibrate(model_path: str | Path, calib: CalibrationSet, method: str, cache_out: str | Path,
+              symmetric: bool = True, on_image: Callable[[int, int], None] | None = None) -> TensorsData:
+    """Collect activation ranges over ``calib`` and write them as an ONNX Runtime calibration cache (JSON)."""
+    if method not in METHODS:
+        raise ArtifactError(f"{cache_out}: unknown calibration method '{method}' (use {', '.join(METHODS)})")
+    model = load_onnx(model_path)
+    with tempfile.TemporaryDirectory(prefix="featherface-calib-") as tmp:
+        options = dict(METHOD_OPTIONS[method], symmetric=symmetric)
+        calibrator = create_calibrator(Path(model_path), QUANTIZED_OPS,
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=METHODS[method], extra_options=options)
+        calibrator.collect_data(CalibrationReader(calib, model.graph.input[0].name, on_image))
+        ranges = calibrator.compute_data()
+        del calibrator
+    cache_out = Path(cache_out)
+    with atomic_output(cache_out) as tmp_path:
+        save_tensors_data(ranges, tmp_path)
+    return ranges
+
+
+def read_ranges(cache: str | Path) -> TensorsData:
+    try:
+        return load_tensors_data(cache)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{cache}: not a readable calibration cache ({exc.__class__.__name__})") from None
+
+
+def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
+    """The first convolution (it sees raw pixels) and the convolutions of the output heads.
+
+    These are kept in FP32 by default: the stem has a wide, skewed input range and the heads'
+    small regression offsets lose most to INT8 rounding.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    stem = [n.name for n in consumers.get(graph.input[0].name, []) if n.op_type == "Conv"][:1]
+    heads, queue, seen = [], deque(o.name for o in graph.output), set()
+    while queue:  # walk back from the outputs through shape ops until the convolutions that feed them
+        node = producer.get(queue.popleft())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            heads.append(node.name)
+        elif node.op_type in {"Reshape", "Transpose", "Concat", "Softmax", "Flatten", "Identity", "Cast"}:
+            queue.extend(node.input[:1] if node.op_type != "Concat" else node.input)
+    return stem + sorted(heads)
+
+
+def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, method: str,
+                  activations: str = "s8", keep_fp32: list[str] | None = None) -> Path:
+    """Q/DQ INT8 ONNX from ``model_path`` using calibration ranges from ``cache``.
+
+    Weights are symmetric INT8 per output channel; activations per tensor. Nodes named in
+    ``keep_fp32`` (default: ``sensitive_nodes``) stay in FP32.
+    """
+    out = Path(out)
+    model = load_onnx(model_path)
+    ranges = read_ranges(cache)
+    keep = sensitive_nodes(model) if keep_fp32 is None else list(keep_fp32)
+    unknown = sorted(set(keep) - {n.name for n in model.graph.node})
+    if unknown:
+        raise ArtifactError(f"{model_path}: no node(s) named {', '.join(unknown[:3])} to keep in FP32")
+    with tempfile.TemporaryDirectory(prefix="featherface-quant-") as tmp:
+        raw = Path(tmp) / "int8.onnx"
+        quantize_static(  # a proto, not a path: ORT would write a scratch file beside the input
+            model, str(raw), None, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+            op_types_to_quantize=QUANTIZED_OPS,
+            calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
+        )
+        quantized = onnx.load(str(raw))
+    set_metadata(quantized, dict(get_metadata(model), precision="int8", calibration=method,
+                                 int8_activations=activations, kept_fp32=keep))
+    with atomic_output(out) as tmp_path:
+        onnx.save(quantized, str(tmp_path))
+    return out
+
+
+def convert_fp16(model_path: str | Path, out: str | Path) -> Path:
+    """FP16 weights and activations with FP32 inputs/outputs; sensitive ops stay FP32 behind casts."""
+    model = load_onnx(model_path)
+    meta = get_metadata(model)
+    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
+    half_ir = onnx_ir.from_proto(half)
+    half_ir.graph.sort()  # the converter appends its input casts after their consumers
+    half = onnx_ir.to_proto(half_ir)
+    set_metadata(half, dict(meta, precision="fp16", fp32_ops=FP16_KEEP_FP32_OPS))
+    with atomic_output(out) as tmp_path:
+        onnx.save(half, str(tmp_path))
+    return Path(out)
+
+
+def quantized_fraction(model: onnx.ModelProto) -> float:
+    """Share of Conv nodes whose weight passes through a DequantizeLinear (a structure check)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    dq = [n for n in convs if len(n.input) > 1 and producer.get(n.input[1]) is not None
+          and producer[n.input[1]].op_type == "DequantizeLinear"]
+    return len(dq) / len(convs) if convs else 0.0
+
+

@@ -1,0 +1,47 @@
+"""Which layers lose most to INT8: per-tensor quantization noise from ``onnxruntime.quantization.qdq_loss_debug``.
+
+For every activation that the Q/DQ graph quantizes, the SQNR (dB) of the tensor before vs after its
+own Q/DQ pair says how much that one rounding step destroys; convolutions next to the noisiest
+tensors are the ones to keep in higher precision.
+"""
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                      create_activation_matching,
+                                                      modify_model_output_intermediate_tensors)
+
+from calibration.dataset import CalibrationSet
+from calibration.reader import CalibrationReader
+from toolchain.metadata import load_onnx
+
+
+@dataclass(frozen=True)
+class TensorNoise:
+    tensor: str
+    op_type: str  # the op that produces the tensor
+    local_db: float  # SQNR of this tensor's own quantization step
+    accumulated_db: float  # SQNR against the FP32 model (error accumulated from the input)
+
+
+def tensor_noise(fp32_path: str | Path, qdq_path: str | Path, calib: CalibrationSet) -> list[TensorNoise]:
+    """Noise of each quantized activation over ``calib``, noisiest (lowest local SQNR) first."""
+    with tempfile.TemporaryDirectory(prefix="featherface-qdq-debug-") as tmp:
+        activations = {}
+        for name, path in (("fp32", fp32_path), ("qdq", qdq_path)):
+            augmented = Path(tmp) / f"{name}.onnx"
+            modify_model_output_intermediate_tensors(str(path), str(augmented))
+            activations[name] = collect_activations(str(augmented), CalibrationReader(calib))
+    errors = compute_activation_error(create_activation_matching(activations["qdq"], activations["fp32"]))
+    producer = {out: node.op_type for node in load_onnx(fp32_path).graph.node for out in node.output}
+    rows = [TensorNoise(t, producer.get(t, "?"), float(e["qdq_err"]), float(e["xmodel_err"]))
+            for t, e in errors.items() if e.get("qdq_err") is not None]
+    return sorted(rows, key=lambda r: r.local_db)
+
+
+def convs_touching(model: onnx.ModelProto, tensors: set[str]) -> list[str]:
+    """Conv nodes that produce or consume any of ``tensors``."""
+    return sorted(n.name for n in model.graph.node
+                  if n.op_type == "Conv" and tensors & (set(n.input) | set(n.output)))

@@ -1,0 +1,183 @@
+"""The whole chain for one target, like make: weights → export → simplify → calibrate → quantize/FP16 →
+engine → bundle. Each intermediate artifact is named by a hash of its inputs' contents and settings,
+so an unchanged step is reused and a changed input rebuilds exactly what depends on it."""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import featherface
+from featherface.errors import ArtifactError
+from toolchain import __version__
+from toolchain.artifacts import sha256_file
+from toolchain.metadata import get_metadata, load_onnx
+from toolchain.stages.bundle import write_bundle
+from toolchain.stages.engine import build_engine
+from toolchain.targets import Target
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: dict
+    steps: list[tuple[str, str, Path]] = field(default_factory=list)  # (step, "built"/"reused", artifact)
+
+    def summary(self) -> str:
+        lines = [f"{'step':<11}{'status':<8}artifact"]
+        lines += [f"{step:<11}{status:<8}{path}" for step, status, path in self.steps]
+        files = self.manifest["files"]
+        lines.append(f"bundle {self.bundle} ({self.manifest['kind']}, {self.manifest['precision']}):")
+        lines += [f"  {name:<32}{entry['size'] / 1024:>9.1f} KiB" for name, entry in files.items()]
+        if self.manifest.get("accuracy"):
+            acc = self.manifest["accuracy"]
+            lines.append("  val AP " + "  ".join(f"{k} {acc['ap'][k]:.4f} ({acc['delta'][k]:+.4f})"
+                                                  for k in ("easy", "medium", "hard"))
+                         + f"  vs FP32 ONNX, on {acc['images']} images")
+        if self.manifest.get("note"):
+            lines.append(f"  note: {self.manifest['note']}")
+        return "\n".join(lines)
+
+
+def _key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Steps:
+    def __init__(self, cache: Path, echo: Echo) -> None:
+        self.cache, self.echo, self.done = cache, echo, []
+
+    def file(self, step: str, parts: dict, suffix: str, produce: Callable[[Path], None]) -> Path:
+        out = self.cache / f"{step}-{_key(parts)}{suffix}"
+        if out.exists():
+            self.done.append((step, "reused", out))
+            self.echo(f"[{step}] up to date: {out}")
+            return out
+        self.echo(f"[{step}] building {out.name} ...")
+        produce(out)
+        self.done.append((step, "built", out))
+        return out
+
+    def folder(self, step: str, parts: dict, produce: Callable[[Path], None]) -> Path:
+        """Like ``file`` for steps that write several files: built in a temp folder, then renamed."""
+        out = self.cache / f"{step}-{_key(parts)}"
+
+        def make(target: Path) -> None:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            try:
+                produce(tmp)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        return self.file(step, parts, "", make)
+
+
+def build_target(model: str, weights: Path, target: Target, precision: str, build_root: Path,
+                 calib_dir: Path, val_dir: Path | None = None, threads: int | None = None,
+                 echo: Echo = print) -> BuildResult:
+    """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done."""
+    from toolchain.stages.calibrate import calibrate_onnx
+    from toolchain.stages.export import export_onnx
+    from toolchain.stages.quantize import fp16_onnx
+    from toolchain.stages.simplify import simplify_onnx
+
+    if precision not in target.precisions:
+        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
+                            f"({', '.join(target.precisions)})")
+    featherface.default_weights_name(model)  # unknown model names fail here, before any work
+    cache = build_root / model / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    steps = _Steps(cache, echo)
+    weights_sha = sha256_file(weights)
+    exported = steps.file("export", {"model": model, "weights": weights_sha, "opset": target.opset,
+                                     "lowering": target.dcn_lowering, "toolchain": __version__}, ".onnx",
+                          lambda out: export_onnx(model, weights, out, target.dcn_lowering, target.opset,
+                                                  calib_dir / "images"))
+    simplified = steps.file("simplify", {"onnx": sha256_file(exported)}, ".onnx",
+                            lambda out: simplify_onnx(exported, out))
+    onnx = {"fp32": simplified}
+    sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
+    trt_cache = None
+    if precision == "fp16" or (target.is_tensorrt and precision in ("fp16", "int8")):
+        onnx["fp16"] = steps.file("fp16", {"onnx": sources["onnx_sha256"]}, ".onnx",
+                                  lambda out: fp16_onnx(simplified, out))
+    if precision == "int8":
+        settings = target.int8
+        images = calib_dir / "images"
+        calib_parts = {"onnx": sources["onnx_sha256"], "method": settings.method, "count": settings.images,
+                       "symmetric": settings.activations == "s8", "trt": target.min_runtime_version,
+                       "images": sorted((p.relative_to(images).as_posix(), sha256_file(p))
+                                         for p in images.rglob("*") if p.is_file())}
+
+        def calibrate_into(folder: Path) -> None:
+            report = calibrate_onnx(simplified, images, folder, settings.method, settings.images,
+                                    symmetric=settings.activations == "s8", trt_version=target.min_runtime_version,
+                                    on_image=lambda i, n: echo(f"  calibrating {i}/{n}") if i % 10 == 0 or i == n
+                                    else None)
+            if report.skipped:
+                echo(f"  skipped {len(report.skipped)} unreadable calibration image(s): "
+                     + ", ".join(str(p) for p, _ in report.skipped[:3]))
+
+        calib = steps.folder("calibrate", calib_parts, calibrate_into)
+        trt_cache = calib / f"calib-{settings.method}.trt.cache"
+        sources["calibration_manifest"] = json.loads((calib / f"calib-{settings.method}.manifest.json").read_text())
+        if not (target.is_tensorrt and settings.mode == "calibrator"):
+            cache_file = calib / f"calib-{settings.method}.json"
+            onnx["int8"] = steps.file(
+                "int8", {"onnx": sources["onnx_sha256"], "ranges": sha256_file(cache_file),
+                         "activations": settings.activations, "threshold": settings.noise_threshold_db}, ".onnx",
+                lambda out: _quantize(simplified, cache_file, out, settings, images, echo))
+    bundle = build_root / model / target.name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=bundle.parent))
+    try:
+        echo(f"[engine] {target.name} ({target.runtime}, {precision})")
+        engine = build_engine(target, precision, onnx, tmp, trt_cache, threads)
+        accuracy = _accuracy(onnx, engine.onnx, precision, target, tmp, val_dir, echo) if val_dir else None
+        meta = get_metadata(load_onnx(simplified))
+        manifest = write_bundle(tmp, model, target, precision, engine, meta, sources, accuracy)
+        old = bundle.with_name(f".{bundle.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if bundle.exists():
+            os.replace(bundle, old)
+        os.replace(tmp, bundle)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(bundle, manifest, steps.done)
+
+
+def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, echo: Echo) -> None:
+    from toolchain.stages.quantize import quantize_onnx
+
+    report = quantize_onnx(simplified, cache, out, settings.method, images, settings.activations,
+                           settings.noise_threshold_db,
+                           on_round=lambda r, noisy: echo(f"  round {r}: {len(noisy)} activation(s) below "
+                                                          f"{settings.noise_threshold_db:g} dB"))
+    echo(f"  kept {len(report.kept_fp32)} of {report.convs} convolutions in FP32")
+
+
+def _accuracy(onnx: dict[str, Path], shipped: str, precision: str, target: Target, folder: Path,
+              val_dir: Path, echo: Echo) -> dict | None:
+    """Val AP of the shipped ONNX graph vs the FP32 ONNX, both in ONNX Runtime on the CPU.
+
+    An implicit-INT8 TensorRT build has no ONNX-level INT8 graph to measure, so nothing is claimed.
+    """
+    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.evaluate import evaluate_folder
+
+    graph = folder / shipped
+    if target.is_tensorrt and precision == "int8" and target.int8.mode == "calibrator":
+        return None
+    if target.is_tensorrt and precision == "fp16":
+        graph = onnx["fp16"]  # what TensorRT 11 builds; TensorRT ≤ 10 lowers the FP32 graph with --fp16
+    echo(f"[accuracy] {graph.name} vs FP32 on {val_dir}")
+    ap = evaluate_folder(OnnxRuntimeRunner(graph), val_dir)
+    ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if precision != "fp32" else ap
+    return {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
+            "images": ap.images, "graph": graph.name, "backend": "onnxruntime-cpu"}

@@ -1,0 +1,1 @@
+"""Files copied verbatim into TensorRT build kits: they must need nothing but the standard library and tensorrt."""

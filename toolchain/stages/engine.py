@@ -1,0 +1,63 @@
+"""Engine stage: ONNX artifacts → what runs on the target, written into a bundle folder.
+
+``onnxruntime`` targets get the ONNX of the chosen precision and its session settings. TensorRT targets
+get a build kit (ONNX, calibration cache, ``build_config.json``, ``build_engine.py``, ``build_engine.sh``);
+when TensorRT and a GPU are present the engine is also built here with the kit's own builder.
+"""
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featherface.errors import ArtifactError
+from toolchain.artifacts import write_json, write_text
+from toolchain.backends.tensorrt_backend import ENGINE, build_config, build_script, tensorrt_missing
+from toolchain.targets import Target
+
+KIT_DIR = Path(__file__).resolve().parent.parent / "kit"
+KIT_ONNX = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+@dataclass
+class EngineResult:
+    kind: str  # onnxruntime-model | tensorrt-engine | tensorrt-build-kit
+    artifact: str  # the file the runtime loads, relative to the bundle
+    onnx: str  # the ONNX that was shipped for this precision
+    session: dict = field(default_factory=dict)
+    engine_info: dict | None = None
+    note: str = ""
+
+
+def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir: str | Path,
+                 trt_cache: Path | None = None, threads: int | None = None) -> EngineResult:
+    """``onnx`` maps fp32/fp16/int8 to ONNX files (only those the precision needs must exist)."""
+    out_dir = Path(out_dir)
+    if precision not in target.precisions:
+        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
+                            f"({', '.join(target.precisions)})")
+    if not target.is_tensorrt:
+        shutil.copyfile(onnx[precision], out_dir / "model.onnx")
+        session = {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL",
+                   "intra_op_num_threads": threads or 0}
+        return EngineResult("onnxruntime-model", "model.onnx", "model.onnx", session)
+    config = build_config(target, precision, KIT_ONNX, "calib.cache" if trt_cache else None)
+    needed = {plan["onnx"] for plan in (config["tensorrt10"], config["tensorrt11"]) if plan}
+    for key, name in KIT_ONNX.items():
+        if name in needed:
+            shutil.copyfile(onnx[key], out_dir / name)
+    if any(plan and plan.get("calibration_cache") for plan in (config["tensorrt10"], config["tensorrt11"])):
+        shutil.copyfile(trt_cache, out_dir / "calib.cache")
+    write_json(out_dir / "build_config.json", config)
+    shutil.copyfile(KIT_DIR / "build_engine.py", out_dir / "build_engine.py")
+    write_text(out_dir / "build_engine.sh", build_script(config))
+    (out_dir / "build_engine.sh").chmod(0o755)
+    shipped = KIT_ONNX[precision] if KIT_ONNX[precision] in needed else KIT_ONNX["fp32"]
+    missing = tensorrt_missing()
+    if missing:
+        return EngineResult("tensorrt-build-kit", ENGINE, shipped,
+                            note=f"engine not built here: {missing}; run build_engine.sh on the target")
+    from toolchain.kit.build_engine import build
+
+    info = build(config, out_dir)
+    return EngineResult("tensorrt-engine", ENGINE, info["onnx"], engine_info=info)
+
+
