@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MODEL ?= featherface-v1
+TARGET ?= cpu
+PRECISION ?=
 
-.PHONY: demo test eval validate clean
+.PHONY: demo test eval validate engine bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,10 @@ eval: demo
 
 validate: $(STAMP)
 	$(BIN)/toolchain validate --model $(MODEL)
+
+# The whole chain for one target into build/$(MODEL)/$(TARGET)/ (unchanged steps are reused).
+engine: $(STAMP)
+	$(BIN)/toolchain engine --model $(MODEL) --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

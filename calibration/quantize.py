@@ -3,6 +3,8 @@
 The Q/DQ layout is what TensorRT wants (symmetric INT8, per-channel weights, per-tensor activations);
 ONNX Runtime runs the same graph on the CPU, so the artifact that ships is the one that is measured.
 """
+import contextlib
+import logging
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -33,6 +35,18 @@ ACTIVATIONS = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
 QUANTIZED_OPS = ["Conv"]
 FP16_KEEP_FP32_OPS = ["Softmax", "DeformConv", "GatherElements", "ReduceMax"]
 FP16_OPSET_MIN = 18
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization logs advice on the root logger at WARNING on every call; keep it off the console."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def calibrate(model_path: str | Path, calib: CalibrationSet, method: str, cache_out: str | Path,
@@ -102,7 +116,7 @@ def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, me
     unknown = sorted(set(keep) - {n.name for n in model.graph.node})
     if unknown:
         raise ArtifactError(f"{model_path}: no node(s) named {', '.join(unknown[:3])} to keep in FP32")
-    with tempfile.TemporaryDirectory(prefix="featherface-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="featherface-quant-") as tmp, _quiet_root_logger():
         raw = Path(tmp) / "int8.onnx"
         quantize_static(  # a proto, not a path: ORT would write a scratch file beside the input
             model, str(raw), None, quant_format=QuantFormat.QDQ, per_channel=True,

@@ -79,6 +79,15 @@ def test_validate_reports_and_passes():
     (lambda d: (d / "img.jpg").write_bytes(b"junk"), ["detect", "--weights", str(V1_WEIGHTS), "{d}/img.jpg",
                                                       "--out", "{d}/out"], "img.jpg: cannot decode image"),
     (lambda d: None, ["export", "--target", "mars", "--out", "{d}/m.onnx"], "unknown target 'mars'"),
+    (lambda d: None, ["engine", "--target", "mars", "--build-dir", "{d}/b"], "unknown target 'mars'"),
+    (lambda d: None, ["engine", "--target", "jetson-nano", "--precision", "int8", "--build-dir", "{d}/b"],
+     "precision 'int8' is not offered by target 'jetson-nano'"),
+    (lambda d: (d / "t.toml").write_text("name = 1\n"), ["engine", "--target", "{d}/t.toml"], "t.toml: 'name' must be str"),
+    (lambda d: (d / "empty").mkdir(), ["calibrate", str(V1_WEIGHTS), "--images", "{d}/empty", "--out", "{d}/c"],
+     "no images in the calibration folder"),
+    (lambda d: (d / "b").mkdir(), ["verify", "{d}/b"], "b/manifest.json: missing or unreadable bundle manifest"),
+    (lambda d: (d / "c.cache").write_text("{"), ["quantize", str(V1_WEIGHTS), "--cache", "{d}/c.cache", "--out",
+                                               "{d}/q.onnx"], "c.cache: not a readable calibration cache"),
 ])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, make_bad, args, message):
     make_bad(tmp_path)

@@ -29,7 +29,7 @@ def test_shipped_targets_load():
     assert load_target("jetson-xavier").dcn_lowering == "decomposed"
     assert load_target("jetson-nano").precisions == ("fp16",)
     assert load_target("jetson-xavier").int8.mode == "calibrator"
-    assert load_target("cpu").int8.activations == "u8"
+    assert load_target("cpu").int8.activations == "s8"
     assert load_target("jetson-orin").int8.noise_threshold_db == 25.0  # the default when not given
 
 

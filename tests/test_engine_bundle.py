@@ -1,0 +1,177 @@
+"""TensorRT build plans and trtexec command lines, bundles, verify, and the torch-free runtime."""
+import json
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from featherface.errors import ArtifactError
+from toolchain.backends.tensorrt_backend import build_config, build_script, tensorrt_missing, trtexec_argv
+from toolchain.build import build_target
+from toolchain.stages.bundle import verify_bundle
+from toolchain.stages.engine import build_engine
+from toolchain.runtime.featherface_runtime import BundleError, FaceDetector, check_engine_info
+from toolchain.targets import load_target
+
+from .conftest import CALIB, V1_WEIGHTS, VAL
+
+ONNX = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+NO_TRT = tensorrt_missing()
+
+
+def _argv(target, precision, generation):
+    return trtexec_argv(build_config(load_target(target), precision, ONNX, "calib.cache"), generation)
+
+
+def test_trtexec_argv_per_target_and_generation():
+    orin = _argv("jetson-orin", "fp16", 10)
+    assert orin[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
+    assert "--minShapes=input:1x3x320x320" in orin and "--maxShapes=input:4x3x1024x1024" in orin
+    assert "--memPoolSize=workspace:1024M" in orin and "--fp16" in orin and "--timingCacheFile=timing.cache" in orin
+    typed = _argv("x86-cuda", "fp16", 11)  # TensorRT 11: precision from the FP16 graph, no flags
+    assert "--onnx=model.fp16.onnx" in typed and not {"--fp16", "--int8"} & set(typed)
+    int8 = _argv("x86-cuda", "int8", 10)
+    assert "--onnx=model.int8.onnx" in int8 and {"--int8", "--fp16"} <= set(int8) and not any("--calib" in a for a in int8)
+    assert "--onnx=model.int8.onnx" in _argv("x86-cuda", "int8", 11)
+    xavier = _argv("jetson-xavier", "int8", 10)  # implicit INT8 from the calibration cache
+    assert "--onnx=model.onnx" in xavier and "--calib=calib.cache" in xavier and "--int8" in xavier
+    with pytest.raises(ArtifactError, match="calibrator"):
+        _argv("jetson-xavier", "int8", 11)
+    assert "--workspace=512" in _argv("jetson-nano", "fp16", 8)  # TensorRT 8.2 has no --memPoolSize
+    dla = _argv("jetson-orin-dla", "int8", 10)
+    assert {"--useDLACore=0", "--allowGPUFallback", "--optShapes=input:1x3x640x640"} <= set(dla)
+    with pytest.raises(ArtifactError, match="precision 'int8' is not offered"):
+        _argv("jetson-nano", "int8", 10)
+
+
+def test_build_script_is_valid_bash_with_quoted_argv(tmp_path):
+    config = build_config(load_target("jetson-orin"), "fp16", {**ONNX, "fp32": "my model.onnx"})
+    script = build_script(config)
+    path = tmp_path / "build_engine.sh"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    lines = [line.strip() for line in script.splitlines() if line.strip().startswith("args=(")]
+    assert len(lines) == 2
+    assert shlex.split(lines[0][6:-1]) == trtexec_argv(config, 11)[1:]
+    assert shlex.split(lines[1][6:-1]) == trtexec_argv(config, 10)[1:]
+    assert "'--onnx=my model.onnx'" in lines[1]
+
+
+def test_engine_info_mismatch_is_refused():
+    info = {"tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+    check_engine_info(info, dict(info), "e")
+    with pytest.raises(BundleError, match="built for gpu 'Orin', this machine has 'NVIDIA H200'"):
+        check_engine_info(info, {**info, "gpu": "NVIDIA H200"}, "e")
+    with pytest.raises(BundleError, match="tensorrt version '10.3.0'"):
+        check_engine_info(info, {**info, "tensorrt_version": "10.4.0"}, "e")
+
+
+@pytest.fixture(scope="module")
+def cpu_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    first = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", root, CALIB, echo=lambda m: None)
+    return root, first
+
+
+def test_bundle_manifest_lists_every_file(cpu_bundle):
+    _, result = cpu_bundle
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    on_disk = {p.relative_to(result.bundle).as_posix() for p in result.bundle.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == on_disk - {"manifest.json"}
+    assert {"model.onnx", "runtime/featherface_runtime.py", "runtime/detect_folder.py"} <= set(manifest["files"])
+    assert manifest["priors"]["steps"] == [8, 16, 32] and manifest["preprocess"]["mean"] == [104.0, 117.0, 123.0]
+    assert len(manifest["sources"]["weights_sha256"]) == 64 and manifest["versions"]["onnxruntime"]
+    assert [s for s, _, _ in result.steps] == ["export", "simplify"]
+
+
+def test_rebuild_reuses_unchanged_steps(cpu_bundle):
+    root, first = cpu_bundle
+    again = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", root, CALIB, echo=lambda m: None)
+    assert [status for _, status, _ in again.steps] == ["reused", "reused"]
+    assert again.manifest["files"]["model.onnx"] == first.manifest["files"]["model.onnx"]
+
+
+def test_verify_accepts_a_good_bundle_and_refuses_tampering(cpu_bundle, tmp_path):
+    import shutil
+
+    _, result = cpu_bundle
+    assert "files match" in verify_bundle(result.bundle)[0]
+    copy = tmp_path / "bundle"
+    shutil.copytree(result.bundle, copy)
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 1
+    model.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{model}: sha256/size does not match"):
+        verify_bundle(copy)
+    with pytest.raises(BundleError, match="sha256 does not match manifest.json"):
+        FaceDetector(copy)
+    shutil.copyfile(result.bundle / "model.onnx", model)
+    (copy / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="extra.bin: not listed in manifest.json"):
+        verify_bundle(copy)
+    (copy / "manifest.json").write_text("{")
+    with pytest.raises(ArtifactError, match="unreadable bundle manifest"):
+        verify_bundle(copy)
+
+
+def _iou(a, b):
+    return box_iou(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)).numpy()
+
+
+def test_torch_free_runtime_matches_toolchain_detect(cpu_bundle, tmp_path):
+    """The bundle's example runs with torch made unimportable and gives `toolchain detect`'s detections."""
+    _, result = cpu_bundle
+    script = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
+              f"sys.argv = ['detect_folder.py', {str(VAL / 'images')!r}]; "
+              f"runpy.run_path({str(result.bundle / 'runtime' / 'detect_folder.py')!r}, run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    runtime = {json.loads(line)["image"]: json.loads(line)["faces"] for line in out.splitlines()}
+    detect_dir = tmp_path / "detect"
+    subprocess.run([sys.executable, "-m", "toolchain.cli", "detect", "--backend", "onnxruntime", "--onnx",
+                    str(result.bundle / "model.onnx"), str(VAL / "images"), "--out", str(detect_dir)],
+                   check=True, capture_output=True)
+    assert len(runtime) == len(list((VAL / "images").rglob("*.jpg")))
+    for image, faces in runtime.items():
+        rel = __import__("pathlib").Path(image).relative_to(VAL / "images").with_suffix(".json")
+        reference = json.loads((detect_dir / rel).read_text())["detections"]
+        assert len(faces) == len(reference), image
+        if not faces:
+            continue
+        iou = _iou([f["box"] for f in faces], [d["box"] for d in reference])
+        assert np.all(np.diag(iou) >= 0.99), image
+        assert np.allclose([f["score"] for f in faces], [d["score"] for d in reference], atol=1e-4)
+
+
+def test_tensorrt_kit_without_tensorrt(tmp_path, v1_onnx):
+    if not NO_TRT:
+        pytest.skip("TensorRT is installed here: the kit path is replaced by a real engine build")
+    onnx = {"fp32": v1_onnx.path, "fp16": v1_onnx.path}
+    result = build_engine(load_target("jetson-orin"), "fp16", onnx, tmp_path)
+    assert result.kind == "tensorrt-build-kit" and NO_TRT in result.note
+    assert {p.name for p in tmp_path.iterdir()} == {"model.onnx", "model.fp16.onnx", "build_config.json",
+                                                    "build_engine.py", "build_engine.sh"}
+    config = json.loads((tmp_path / "build_config.json").read_text())
+    assert config["tensorrt10"]["builder_flags"] == ["FP16"] and config["profile"]["opt"] == [1, 3, 640, 640]
+    calib = tmp_path / "xavier"
+    calib.mkdir()
+    (tmp_path / "c.cache").write_text("TRT-8502-EntropyCalibration2\n")
+    build_engine(load_target("jetson-xavier"), "int8", onnx, calib, tmp_path / "c.cache")
+    assert (calib / "calib.cache").is_file() and not (calib / "model.int8.onnx").exists()
+
+
+@pytest.mark.skipif(NO_TRT is not None, reason=f"TensorRT engine build needs tensorrt, pycuda and a GPU: {NO_TRT}")
+def test_tensorrt_engine_builds_and_matches_onnxruntime(tmp_path, v1_onnx):
+    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.backends.tensorrt_backend import TensorRTRunner
+    from toolchain.compare import compare_runners, sample_batches
+
+    result = build_engine(load_target("x86-cuda"), "fp32", {"fp32": v1_onnx.path}, tmp_path)
+    assert result.kind == "tensorrt-engine" and (tmp_path / "timing.cache").is_file()
+    runner = TensorRTRunner(tmp_path / "model.engine", OnnxRuntimeRunner(v1_onnx.path).priors, "fp32")
+    for c in compare_runners(OnnxRuntimeRunner(v1_onnx.path), runner, sample_batches(CALIB / "images")):
+        assert c.det_f1 > 0.95
