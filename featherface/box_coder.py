@@ -18,3 +18,17 @@ def decode_landmarks(pre: Tensor, priors: Tensor, variances: Sequence[float]) ->
     points = pre.unflatten(-1, (5, 2))
     decoded = priors[..., None, :2] + points * variances[0] * priors[..., None, 2:]
     return decoded.flatten(-2)
+
+
+def encode_boxes(matched: Tensor, priors: Tensor, variances: Sequence[float]) -> Tensor:
+    """Normalised corner boxes (A, 4) matched to priors → regression targets (inverse of ``decode_boxes``)."""
+    centers = (matched[:, :2] + matched[:, 2:]) / 2
+    sizes = (matched[:, 2:] - matched[:, :2]).clamp(min=1e-6)
+    return torch.cat([(centers - priors[:, :2]) / (variances[0] * priors[:, 2:]),
+                      torch.log(sizes / priors[:, 2:]) / variances[1]], dim=1)
+
+
+def encode_landmarks(matched: Tensor, priors: Tensor, variances: Sequence[float]) -> Tensor:
+    """Normalised points (A, 10) → regression targets (inverse of ``decode_landmarks``)."""
+    points = matched.unflatten(-1, (5, 2))
+    return ((points - priors[:, None, :2]) / (variances[0] * priors[:, None, 2:])).flatten(-2)

@@ -78,18 +78,26 @@ class _Steps:
         return self.file(step, parts, "", make)
 
 
-def build_target(model: str, weights: Path, target: Target, precision: str, build_root: Path,
-                 calib_dir: Path, val_dir: Path | None = None, threads: int | None = None,
-                 echo: Echo = print) -> BuildResult:
-    """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done."""
+@dataclass
+class Artifacts:
+    """ONNX files by precision (``exported`` is the graph before onnxsim), with their provenance."""
+
+    onnx: dict[str, Path]
+    exported: Path
+    sources: dict
+    trt_cache: Path | None
+    steps: list[tuple[str, str, Path]]
+
+
+def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tuple[str, ...], build_root: Path,
+                      calib_dir: Path, echo: Echo = print) -> Artifacts:
+    """Export, simplify and, as ``precisions`` ask, FP16 / calibrate / INT8 — each step reused when its
+    inputs are unchanged. TensorRT FP16 also needs the FP16 graph (TensorRT 11 builds it as typed)."""
     from toolchain.stages.calibrate import calibrate_onnx
     from toolchain.stages.export import export_onnx
     from toolchain.stages.quantize import fp16_onnx
     from toolchain.stages.simplify import simplify_onnx
 
-    if precision not in target.precisions:
-        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
-                            f"({', '.join(target.precisions)})")
     featherface.default_weights_name(model)  # unknown model names fail here, before any work
     cache = build_root / model / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -104,16 +112,16 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
     onnx = {"fp32": simplified}
     sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
     trt_cache = None
-    if precision == "fp16" or (target.is_tensorrt and precision in ("fp16", "int8")):
+    if "fp16" in precisions or (target.is_tensorrt and "int8" in precisions):
         onnx["fp16"] = steps.file("fp16", {"onnx": sources["onnx_sha256"]}, ".onnx",
                                   lambda out: fp16_onnx(simplified, out))
-    if precision == "int8":
+    if "int8" in precisions:
         settings = target.int8
         images = calib_dir / "images"
         calib_parts = {"onnx": sources["onnx_sha256"], "method": settings.method, "count": settings.images,
                        "symmetric": settings.activations == "s8", "trt": target.min_runtime_version,
                        "images": sorted((p.relative_to(images).as_posix(), sha256_file(p))
-                                         for p in images.rglob("*") if p.is_file())}
+                                        for p in images.rglob("*") if p.is_file())}
 
         def calibrate_into(folder: Path) -> None:
             report = calibrate_onnx(simplified, images, folder, settings.method, settings.images,
@@ -133,13 +141,25 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
                 "int8", {"onnx": sources["onnx_sha256"], "ranges": sha256_file(cache_file),
                          "activations": settings.activations, "threshold": settings.noise_threshold_db}, ".onnx",
                 lambda out: _quantize(simplified, cache_file, out, settings, images, echo))
+    return Artifacts(onnx, exported, sources, trt_cache, steps.done)
+
+
+def build_target(model: str, weights: Path, target: Target, precision: str, build_root: Path,
+                 calib_dir: Path, val_dir: Path | None = None, threads: int | None = None,
+                 echo: Echo = print) -> BuildResult:
+    """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done."""
+    if precision not in target.precisions:
+        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
+                            f"({', '.join(target.precisions)})")
+    artifacts = prepare_artifacts(model, weights, target, (precision,), build_root, calib_dir, echo)
+    onnx, sources = artifacts.onnx, artifacts.sources
     bundle = build_root / model / target.name
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=bundle.parent))
     try:
         echo(f"[engine] {target.name} ({target.runtime}, {precision})")
-        engine = build_engine(target, precision, onnx, tmp, trt_cache, threads)
+        engine = build_engine(target, precision, onnx, tmp, artifacts.trt_cache, threads)
         accuracy = _accuracy(onnx, engine.onnx, precision, target, tmp, val_dir, echo) if val_dir else None
-        meta = get_metadata(load_onnx(simplified))
+        meta = get_metadata(load_onnx(onnx['fp32']))
         manifest = write_bundle(tmp, model, target, precision, engine, meta, sources, accuracy)
         old = bundle.with_name(f".{bundle.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -149,7 +169,7 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return BuildResult(bundle, manifest, steps.done)
+    return BuildResult(bundle, manifest, artifacts.steps)
 
 
 def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, echo: Echo) -> None:

@@ -302,5 +302,141 @@ def verify_cmd(bundle) -> None:
     click.echo(f"{bundle}: verified")
 
 
+@main.command("train")
+@model_option
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Folder with images/ and label.txt (RetinaFace format) or wider_face_*_bbx_gt.txt.")
+@click.option("--val", type=click.Path(path_type=Path), default=None, help="WIDER folder for val AP every K epochs.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="TOML overriding the recipe defaults.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
+@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a last.pth checkpoint.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Fine-tune from a full checkpoint (default: ImageNet backbone from the shared weights).")
+@click.option("--backbone", type=click.Path(path_type=Path), default=None,
+              help="MobileNetV1-0.25 backbone (default: $FEATHERFACE_SHARED/weights/mobilenetV1X0.25_pretrain.tar).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="Default: cuda when available.")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default: on).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--image-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--workers", type=int, default=None)
+@click.option("--eval-every", type=int, default=None)
+@click.option("--max-steps-per-epoch", type=int, default=None)
+def train_cmd(model, data, val, config, out, resume, weights, backbone, device, amp, epochs, batch_size, image_size,
+              lr, workers, eval_every, max_steps_per_epoch) -> None:
+    """Train or fine-tune (CPU, one GPU, or torchrun DDP with the same command line)."""
+    import torch
+
+    from toolchain.training.config import load_config
+    from toolchain.training.trainer import train
+
+    cfg = load_config(config, {"epochs": epochs, "batch_size": batch_size, "image_size": image_size, "lr": lr,
+                               "workers": workers, "eval_every": eval_every,
+                               "max_steps_per_epoch": max_steps_per_epoch,
+                               "amp": None if amp is None else ("auto" if amp else "off")})
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is visible")
+    if weights is None and resume is None and backbone is None:
+        backbone = paths.default_weights("mobilenetV1X0.25_pretrain.tar")
+    result = train(model, cfg, data, out, val, device, weights, backbone, resume,
+                   echo=lambda m: click.echo(m, err=True))
+    if result.interrupted:
+        raise click.ClickException(f"interrupted after epoch {result.epochs_done}; resume with "
+                                   f"--resume {out / 'last.pth'}")
+    click.echo(f"trained {result.epochs_done} epochs → {out / 'last.pth'}"
+               + (f", best {out / 'best.pth'}" if (out / "best.pth").is_file() else ""))
+
+
+@main.command("train-profile")
+@model_option
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--image-size", type=int, default=640, show_default=True)
+@click.option("--amp", type=click.Choice(["fp16", "bf16", "off"]), default="fp16", show_default=True)
+@click.option("--find-batch-size", is_flag=True, help="Also search the largest batch that fits (×0.9 margin).")
+def train_profile_cmd(model, batch_size, image_size, amp, find_batch_size) -> None:
+    """CUDA: images/s, step time and peak memory of training steps; optionally the largest batch that fits."""
+    from toolchain.training.gpu import find_batch_size as finder, profile_step
+
+    p = profile_step(model, batch_size, image_size, amp)
+    click.echo(f"{model} batch {p.batch} @ {p.image_size}px amp {p.amp}: {p.images_per_s:.0f} images/s, "
+               f"{p.step_ms:.1f} ms/step, peak memory {p.peak_memory_mb:.0f} MiB")
+    if find_batch_size:
+        click.echo(f"largest batch that fits (×0.9 margin): {finder(model, image_size, amp)}")
+
+
+@main.command("bench")
+@click.option("--model", "models", multiple=True, default=("featherface-v1",), show_default=True,
+              type=click.Choice(featherface.list_models()), help="Repeat to bench peers in the same run.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint (only with a single --model).")
+@click.option("--data", type=click.Path(path_type=Path), help="WIDER folder (default: the shared val set).")
+@click.option("--stages", default=None, help="Comma-separated subset of: " + ", ".join(
+    ["torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "onnx-fp16", "onnx-int8", "tensorrt-fp16",
+     "tensorrt-int8"]) + " (the reference torch-fp32 always runs).")
+@click.option("--target", default="cpu", show_default=True, help="Target whose INT8 settings the INT8 stage uses.")
+@click.option("--sizes", default="640,320", show_default=True, help="Square input sizes for latency.")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per stage and size.")
+@click.option("--threads", type=int, default=None, help="Threads for PyTorch and ONNX Runtime (default: all cores).")
+@click.option("--build-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration folder (default: shared).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="One JSON object per stage.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write Markdown + HTML report with plots here.")
+@click.option("--peer", "peers", multiple=True, type=click.Path(path_type=Path),
+              help="YuNet ONNX peer row(s), timed with the first model (default: the shared yunet_n_dynamic.onnx).")
+@click.option("--no-peers", is_flag=True)
+def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build_dir, calib, json_out, report,
+              peers, no_peers) -> None:
+    """Every stage side by side against PyTorch FP32: AP, drift, agreement, latency, size, memory."""
+    import os
+
+    import torch
+
+    import cv2
+
+    from toolchain.bench import STAGES, Stage, bench_model, default_stages, environment, table
+    from toolchain.peers import YuNet
+    from toolchain.build import prepare_artifacts
+    from toolchain.targets import load_target
+
+    if weights is not None and len(models) > 1:
+        raise click.UsageError("--weights goes with a single --model")
+    wanted = STAGES if stages is None else ("torch-fp32", *[s.strip() for s in stages.split(",") if s.strip()])
+    unknown = sorted(set(wanted) - set(STAGES))
+    if unknown:
+        raise click.UsageError(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
+    threads = threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    profile = load_target(target)
+    if not peers and not no_peers:
+        shared_peer = paths.shared_dir() / "weights" / "peers" / "yunet_n_dynamic.onnx"
+        peers = (shared_peer,) if shared_peer.is_file() else ()
+    peer_stages = [] if no_peers else [Stage(f"peer-{p.stem}", "opencv", "fp32", lambda p=p: YuNet(p), p, peer=True)
+                                       for p in peers]
+    data = data or paths.default_val_dir()
+    square = tuple((int(s), int(s)) for s in sizes.split(","))
+    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    rows = []
+    for model in models:
+        model_weights = _weights_for(model, weights)
+        precisions = tuple(p for p in ("fp16", "int8") if f"onnx-{p}" in wanted or f"tensorrt-{p}" in wanted)
+        artifacts = prepare_artifacts(model, model_weights, profile, precisions, build_dir,
+                                      calib or paths.default_calib_dir(), echo)
+        chosen = [s for s in default_stages(model, model_weights, artifacts, threads, build_dir / model / "bench-trt")
+                  if s.name in wanted]
+        if model == models[0]:
+            chosen += peer_stages
+        rows += bench_model(model, chosen, data, square, runs, echo=echo)
+    click.echo(table(rows))
+    env = environment(threads)
+    if json_out:
+        write_json(json_out, {"environment": env, "stages": [r.as_json() for r in rows]})
+    if report:
+        from toolchain.report import write_report
+
+        click.echo(f"report: {write_report(rows, env, report)}")
+
+
 if __name__ == "__main__":
     main()

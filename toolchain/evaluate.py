@@ -7,10 +7,10 @@ import numpy as np
 from featherface.errors import FeatherFaceError
 from featherface.evaluation import EvalResult, evaluate, load_ground_truth
 from featherface.postprocess import Detections, PostprocessConfig
-from featherface.preprocess import list_images
+from featherface.preprocess import list_images, read_image
 from toolchain.artifacts import write_text
 from toolchain.backends.base import Runner
-from toolchain.inference import detect_paths
+from toolchain.inference import detect_array
 
 
 def wider_rows(dets: Detections) -> np.ndarray:
@@ -33,13 +33,21 @@ def write_wider_prediction(out_dir: Path, key: str, rows: np.ndarray) -> None:
 def evaluate_folder(runner: Runner, data_dir: str | Path, config: PostprocessConfig = PostprocessConfig(),
                     save_preds: Path | None = None,
                     on_image: Callable[[int, int], None] | None = None) -> EvalResult:
+    return evaluate_detector(lambda image: detect_array(runner, image, config), data_dir, save_preds, on_image)
+
+
+def evaluate_detector(detect: Callable[[np.ndarray], Detections], data_dir: str | Path,
+                      save_preds: Path | None = None,
+                      on_image: Callable[[int, int], None] | None = None) -> EvalResult:
+    """Any detector (BGR image → detections in its pixels) on a WIDER folder, official protocol."""
     data_dir = Path(data_dir)
     images = list_images(data_dir / "images")
     if not images:
         raise FeatherFaceError(f"{data_dir / 'images'}: no images found")
     ground_truth = load_ground_truth(data_dir / "ground_truth")
     predictions = {}
-    for i, (path, dets) in enumerate(detect_paths(runner, images, config)):
+    for i, path in enumerate(images):
+        dets = detect(read_image(path))
         key = path.relative_to(data_dir / "images").with_suffix("").as_posix()
         predictions[key] = wider_rows(dets)
         if save_preds is not None:

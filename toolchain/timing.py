@@ -4,20 +4,51 @@ Interleaving matters on small shared machines whose clocks drift under sustained
 timed in the same rounds see the same conditions, so their ratio is meaningful.
 """
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 
-def interleaved_latency(fns: dict[str, Callable[[], object]], runs: int = 20, warmup: int = 3) -> dict[str, np.ndarray]:
-    """Milliseconds per call for each named function, ``runs`` samples each after ``warmup`` calls."""
-    for fn in fns.values():
+@dataclass(frozen=True)
+class LatencyStats:
+    p50: float
+    p90: float
+    p99: float
+    runs: int
+
+    @classmethod
+    def of(cls, samples_ms: np.ndarray) -> "LatencyStats":
+        p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99), len(samples_ms))
+
+
+def interleaved_latency(fns: dict[str, Callable[[], object]], runs: int = 50, warmup: int = 5,
+                        clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Milliseconds per call for each named function, ``runs`` samples each after ``warmup`` calls.
+
+    A function that raises is dropped from the remaining rounds; the second dict holds its error.
+    """
+    live, errors = dict(fns), {}
+
+    def call(name: str) -> float | None:
+        start = clock()
+        try:
+            live[name]()
+        except Exception as exc:  # a crashing stage is reported, the others keep running
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            del live[name]
+            return None
+        return (clock() - start) * 1e3
+
+    for name in list(live):
         for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+            if name in live:
+                call(name)
+    samples: dict[str, list[float]] = {name: [] for name in live}
     for _ in range(runs):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: np.asarray(v) for name, v in samples.items()}
+        for name in list(live):
+            ms = call(name)
+            if ms is not None:
+                samples[name].append(ms)
+    return {name: np.asarray(v) for name, v in samples.items() if name in live}, errors

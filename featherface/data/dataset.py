@@ -1,0 +1,62 @@
+"""Training data: a folder with ``images/`` and either a RetinaFace ``label.txt`` (boxes + 5 landmarks) or an
+official ``wider_face_*_bbx_gt.txt`` (boxes only), augmented reproducibly per (seed, epoch, index)."""
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from featherface.data.augment import train_transform
+from featherface.data.wider import FaceRecord, read_retinaface_labels, read_wider_gt
+from featherface.errors import LabelError
+from featherface.preprocess import read_image
+
+
+def find_labels(data_dir: str | Path) -> tuple[list[FaceRecord], Path]:
+    """Records and the label file they came from; every listed image must exist under ``images/``."""
+    data_dir = Path(data_dir)
+    label_txt = data_dir / "label.txt"
+    gt = sorted(data_dir.glob("wider_face_*_bbx_gt.txt"))
+    if label_txt.is_file():
+        path, records = label_txt, read_retinaface_labels(label_txt)
+    elif gt:
+        path, records = gt[0], read_wider_gt(gt[0])
+    else:
+        raise LabelError(f"{data_dir}: no label.txt or wider_face_*_bbx_gt.txt training labels")
+    for record in records:
+        if not (data_dir / "images" / record.path).is_file():
+            raise LabelError(f"{path}: lists '{record.path}', but {data_dir / 'images' / record.path} does not exist")
+    records = [r for r in records if len(r.boxes)]
+    if not records:
+        raise LabelError(f"{path}: no image with at least one face")
+    return records, path
+
+
+class FaceDataset(Dataset):
+    def __init__(self, data_dir: str | Path, size: int, seed: int = 0) -> None:
+        self.root = Path(data_dir) / "images"
+        self.records, self.label_file = find_labels(data_dir)
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Each epoch draws new augmentations; the same (seed, epoch) draws the same ones (exact resume)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        record = self.records[index]
+        image = read_image(self.root / record.path)
+        keep = (record.boxes[:, 2] > 0) & (record.boxes[:, 3] > 0)
+        boxes = record.boxes[keep].copy()
+        boxes[:, 2:] += boxes[:, :2]
+        landmarks = (record.landmarks[keep] if len(record.landmarks) else np.full((len(boxes), 10), -1, np.float32))
+        labels = np.where((landmarks >= 0).all(axis=1), 1, -1)
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return train_transform(image, boxes, landmarks.astype(np.float32), labels, self.size, rng)
+
+
+def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    images, targets = zip(*batch)
+    return torch.from_numpy(np.stack(images)), [torch.from_numpy(t) for t in targets]

@@ -1,0 +1,290 @@
+"""``toolchain bench``: every stage of the chain side by side against the PyTorch FP32 reference, in one run.
+
+Per stage: WIDER easy/medium/hard AP and ΔAP, tensor drift and detection agreement against the reference on
+the same inputs, latency percentiles (interleaved with the reference, threads pinned), batch-8 throughput,
+model file size and the process's peak RSS while the stage loads and evaluates. Stages that cannot run here
+are listed as skipped with the reason; a stage that crashes is listed as failed with its error.
+"""
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+import featherface
+from featherface.preprocess import list_images, preprocess, read_image
+from featherface.postprocess import Detections, PostprocessConfig
+from toolchain.backends.base import Runner
+from toolchain.compare import compare_runners, detection_f1
+from toolchain.evaluate import evaluate_detector, evaluate_folder
+from toolchain.inference import detect_array
+from toolchain.timing import LatencyStats, interleaved_latency
+
+STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "onnx-fp16", "onnx-int8",
+          "tensorrt-fp16", "tensorrt-int8")
+SETTINGS = ("easy", "medium", "hard")
+AGREEMENT = PostprocessConfig(score_threshold=0.5)
+Echo = Callable[[str], None]
+
+
+class Skip(Exception):
+    """A stage that cannot run on this machine; the message says why."""
+
+
+@dataclass
+class Stage:
+    """A runner stage (``make`` returns a ``Runner``), or a peer detector (``peer``: ``make`` returns an object
+    with ``detect(image_bgr) -> Detections`` and its own pre/post-processing)."""
+
+    name: str
+    backend: str
+    precision: str
+    make: Callable[[], object]  # raises Skip when the stage cannot run here
+    file: Path | None = None
+    peer: bool = False
+
+
+@dataclass
+class StageResult:
+    model: str
+    name: str
+    backend: str
+    precision: str
+    status: str = "ok"  # ok | skipped | failed
+    skipped_reason: str | None = None
+    error: str | None = None
+    easy: float | None = None
+    medium: float | None = None
+    hard: float | None = None
+    d_easy: float | None = None
+    d_medium: float | None = None
+    d_hard: float | None = None
+    max_abs_diff: float | None = None
+    cosine: float | None = None
+    det_f1: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    speedup: float | None = None  # reference p50 / this p50, at the first size
+    latency: dict = field(default_factory=dict)  # "HxW" → {p50_ms, p90_ms, p99_ms, runs}
+    fps_batch8: float | None = None
+    size_bytes: int | None = None
+    peak_rss_mb: float | None = None
+    curves: dict = field(default_factory=dict, repr=False)  # setting → (recall, precision); not in JSON
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out.pop("curves")
+        return out
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's resident-set high-water mark so the next reading covers one stage only."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _gpu_stage(make: Callable[[], Runner]) -> Callable[[], Runner]:
+    def checked() -> Runner:
+        if not torch.cuda.is_available():
+            raise Skip("no CUDA device visible to PyTorch")
+        return make()
+
+    return checked
+
+
+def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: Path) -> list[Stage]:
+    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.build.prepare_artifacts``."""
+    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.backends.tensorrt_backend import TensorRTRunner, tensorrt_missing
+    from toolchain.backends.torch_backend import TorchRunner
+
+    def onnx(key: str) -> Callable[[], Runner]:
+        def make() -> Runner:
+            path = artifacts.exported if key == "exported" else artifacts.onnx.get(key)
+            if path is None:
+                raise Skip(f"no {key} ONNX was built")
+            return OnnxRuntimeRunner(path, threads)
+        return make
+
+    def tensorrt(precision: str) -> Callable[[], Runner]:
+        def make() -> Runner:
+            missing = tensorrt_missing()
+            if missing:
+                raise Skip(f"TensorRT: {missing}")
+            from toolchain.stages.engine import build_engine
+            from toolchain.targets import load_target
+
+            folder = trt_dir / precision
+            folder.mkdir(parents=True, exist_ok=True)
+            build_engine(load_target("x86-cuda"), precision, artifacts.onnx, folder)
+            priors = featherface.load_model(model, weights).priors
+            return TensorRTRunner(folder / "model.engine", priors, precision)
+        return make
+
+    return [
+        Stage("torch-fp32", "torch", "fp32", lambda: TorchRunner(featherface.load_model(model, weights)), weights),
+        Stage("torch-cuda-fp16", "torch", "fp16", _gpu_stage(lambda: TorchRunner(
+            featherface.load_model(model, weights), "cuda", half=True)), weights),
+        Stage("onnx-fp32", "onnxruntime", "fp32", onnx("exported"), artifacts.exported),
+        Stage("onnx-simplified", "onnxruntime", "fp32", onnx("fp32"), artifacts.onnx["fp32"]),
+        Stage("onnx-fp16", "onnxruntime", "fp16", onnx("fp16"), artifacts.onnx.get("fp16")),
+        Stage("onnx-int8", "onnxruntime", "int8", onnx("int8"), artifacts.onnx.get("int8")),
+        Stage("tensorrt-fp16", "tensorrt", "fp16", tensorrt("fp16")),
+        Stage("tensorrt-int8", "tensorrt", "int8", tensorrt("int8")),
+    ]
+
+
+def _images(images_dir: Path, size: tuple[int, int], batch: int) -> list[np.ndarray]:
+    paths = list_images(images_dir)[:batch]
+    return [cv2.resize(read_image(p), (size[1], size[0])) for p in (paths * batch)[:batch]]
+
+
+def _batch(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack([preprocess(image) for image in images])
+
+
+def _peer_agreement(reference: Runner, peer, images: list[list[np.ndarray]]) -> float:
+    """Detection F1 of a peer against the reference's detections (score ≥ 0.5) on the same images."""
+    scores = []
+    for group in images:
+        for image in group:
+            ref = detect_array(reference, image, AGREEMENT)
+            mine = peer.detect(image)
+            keep = mine.scores >= AGREEMENT.score_threshold
+            scores.append(detection_f1(ref, Detections(mine.boxes[keep], mine.scores[keep], mine.landmarks[keep])))
+    return float(np.mean(scores))
+
+
+def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[int, int], ...] = ((640, 640), (320, 320)),
+                runs: int = 50, batch8_runs: int = 10, echo: Echo = print) -> list[StageResult]:
+    """Run ``stages`` (the first is the reference) on ``data``; returns one result per stage."""
+    results, runners = [], {}
+    check_images = [_images(data / "images", size, 1) for size in sizes] + [_images(data / "images", sizes[0], 2)]
+    check = [_batch(group) for group in check_images]
+    reference = None
+    for stage in stages:
+        row = StageResult(model, stage.name, stage.backend, stage.precision)
+        row.size_bytes = stage.file.stat().st_size if stage.file and stage.file.is_file() else None
+        results.append(row)
+        reset_peak_rss()
+        try:
+            runner = stage.make()
+            echo(f"[{model}] {stage.name}: evaluating on {data}")
+            ev = evaluate_detector(runner.detect, data) if stage.peer else evaluate_folder(runner, data)
+            row.easy, row.medium, row.hard = (ev.ap[k] for k in SETTINGS)
+            row.curves = ev.curves
+            if reference is None:
+                reference = (row, runner)
+            ref_row, ref_runner = reference
+            row.d_easy, row.d_medium, row.d_hard = (getattr(row, k) - getattr(ref_row, k) for k in SETTINGS)
+            if stage.peer:  # another network: no tensors to compare, only detections
+                row.det_f1 = _peer_agreement(ref_runner, runner, check_images)
+                runners[stage.name] = _PeerTiming(runner)
+            else:
+                comparisons = compare_runners(ref_runner, runner, check)
+                row.max_abs_diff = max(d.max_abs for c in comparisons for d in c.drift)
+                row.cosine = min(d.cosine for c in comparisons for d in c.drift)
+                row.det_f1 = float(np.mean([c.det_f1 for c in comparisons]))
+                runners[stage.name] = runner
+        except Skip as exc:
+            row.status, row.skipped_reason = "skipped", str(exc)
+            echo(f"[{model}] {stage.name}: skipped ({exc})")
+        except Exception as exc:  # one broken stage must not hide the others
+            row.status, row.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            echo(f"[{model}] {stage.name}: FAILED ({row.error})")
+        row.peak_rss_mb = peak_rss_mb()
+        if reference is None and row.status != "ok":
+            raise RuntimeError(f"{model}: the reference stage {stage.name} did not run ({row.error or row.skipped_reason})")
+    by_name = {r.name: r for r in results}
+    for name, runner in runners.items():
+        if isinstance(runner, _PeerTiming):
+            runner.images = {tuple(b.shape): group for b, group in zip(check, check_images)}
+    for i, size in enumerate(sizes):
+        echo(f"[{model}] latency at {size[0]}x{size[1]}, batch 1: {runs} interleaved runs per stage")
+        x = check[i]
+        samples, errors = interleaved_latency({n: (lambda r=r: r.infer(x)) for n, r in runners.items()}, runs)
+        _fail(by_name, runners, errors)
+        for name, ms in samples.items():
+            stats = LatencyStats.of(ms)
+            by_name[name].latency[f"{size[0]}x{size[1]}"] = {"p50_ms": stats.p50, "p90_ms": stats.p90,
+                                                            "p99_ms": stats.p99, "runs": stats.runs}
+    echo(f"[{model}] throughput at {sizes[0][0]}x{sizes[0][1]}, batch 8")
+    images8 = _images(data / "images", sizes[0], 8)
+    x8 = _batch(images8)
+    for runner in runners.values():
+        if isinstance(runner, _PeerTiming):
+            runner.images[tuple(x8.shape)] = images8
+    samples, errors = interleaved_latency({n: (lambda r=r: r.infer(x8)) for n, r in runners.items()},
+                                          batch8_runs, warmup=2)
+    _fail(by_name, runners, errors)
+    first = f"{sizes[0][0]}x{sizes[0][1]}"
+    ref_p50 = results[0].latency.get(first, {}).get("p50_ms")
+    for name in runners:
+        row = by_name[name]
+        row.fps_batch8 = 8e3 / float(np.median(samples[name])) if name in samples else None
+        if first in row.latency:
+            row.p50_ms, row.p90_ms, row.p99_ms = (row.latency[first][k] for k in ("p50_ms", "p90_ms", "p99_ms"))
+            row.speedup = ref_p50 / row.p50_ms if ref_p50 else None
+    return results
+
+
+class _PeerTiming:
+    """Times a peer detector on the same images as the runners' batches (it takes BGR images, one at a time)."""
+
+    def __init__(self, peer) -> None:
+        self.peer, self.images = peer, {}
+
+    def infer(self, batch: np.ndarray) -> None:
+        for image in self.images[tuple(batch.shape)]:
+            self.peer.detect(image)
+
+
+def _fail(by_name: dict, runners: dict, errors: dict[str, str]) -> None:
+    for name, error in errors.items():
+        by_name[name].status, by_name[name].error = "failed", error
+        runners.pop(name, None)
+
+
+def environment(threads: int) -> dict:
+    import onnxruntime
+
+    return {"threads": threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def table(rows: list[StageResult]) -> str:
+    def f(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    head = (f"{'model':<20}{'stage':<17}{'easy':>7}{'medium':>7}{'hard':>7}{'Δeasy':>8}{'Δmed':>8}{'Δhard':>8}"
+            f"{'max|Δ|':>9}{'cos':>9}{'F1':>6}{'p50ms':>8}{'p99ms':>8}{'×ref':>6}{'fps@8':>7}{'MB':>6}{'RSS':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r.status != "ok":
+            lines.append(f"{r.model:<20}{r.name:<17}{r.status}: {r.skipped_reason or r.error}")
+            continue
+        lines.append(
+            f"{r.model:<20}{r.name:<17}{f(r.easy, '.4f'):>7}{f(r.medium, '.4f'):>7}{f(r.hard, '.4f'):>7}"
+            f"{f(r.d_easy, '+.4f'):>8}{f(r.d_medium, '+.4f'):>8}{f(r.d_hard, '+.4f'):>8}{f(r.max_abs_diff, '.2e'):>9}"
+            f"{f(r.cosine, '.5f'):>9}{f(r.det_f1, '.3f'):>6}{f(r.p50_ms, '.1f'):>8}{f(r.p99_ms, '.1f'):>8}"
+            f"{f(r.speedup, '.2f'):>6}{f(r.fps_batch8, '.1f'):>7}"
+            f"{f(r.size_bytes / 1e6 if r.size_bytes else None, '.2f'):>6}{f(r.peak_rss_mb, '.0f'):>6}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training: configuration, the (DDP-ready) loop with checkpoints and monitoring, and CUDA utilities."""
