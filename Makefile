@@ -27,6 +27,11 @@ validate: $(STAMP)
 engine: $(STAMP)
 	$(BIN)/toolchain engine --model $(MODEL) --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION))
 
+# Every stage of V1 and RetinaFace (plus the YuNet peer) against PyTorch; report in build/bench/.
+# Passive OpenMP waiting: PyTorch's idle threads must not spin while the stages after it are timed.
+bench: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/toolchain bench --model featherface-v1 --model retinaface-mnet0.25 --json build/bench/bench.json --report build/bench
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 

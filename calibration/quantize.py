@@ -27,14 +27,13 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 # Histogram settings are not passed through quantize_static, so the calibrator is run here directly.
 METHOD_OPTIONS = {"minmax": {}, "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
                   "percentile": {"num_bins": 2048, "percentile": 99.999}}
-# "s8": symmetric signed activations (TensorRT's layout); "u8": asymmetric unsigned (faster in ONNX Runtime on x86).
+# "s8": symmetric signed activations (TensorRT's layout); "u8": asymmetric unsigned (ONNX Runtime on x86).
 ACTIVATIONS = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
-# Numerically sensitive ops left in FP32 in the FP16 graph (softmax probabilities, sampling offsets).
 # Q/DQ only in front of convolutions, as TensorRT recommends: the attention and fusion arithmetic
 # (CBAM gates, BiFPN weighted sums) stays in float, where quantizing it cost 2-3 AP for no speed.
 QUANTIZED_OPS = ["Conv"]
+# Numerically sensitive ops left in FP32 in the FP16 graph (softmax probabilities, sampling offsets).
 FP16_KEEP_FP32_OPS = ["Softmax", "DeformConv", "GatherElements", "ReduceMax"]
-FP16_OPSET_MIN = 18
 
 
 @contextlib.contextmanager
@@ -145,14 +144,3 @@ def convert_fp16(model_path: str | Path, out: str | Path) -> Path:
     with atomic_output(out) as tmp_path:
         onnx.save(half, str(tmp_path))
     return Path(out)
-
-
-def quantized_fraction(model: onnx.ModelProto) -> float:
-    """Share of Conv nodes whose weight passes through a DequantizeLinear (a structure check)."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    dq = [n for n in convs if len(n.input) > 1 and producer.get(n.input[1]) is not None
-          and producer[n.input[1]].op_type == "DequantizeLinear"]
-    return len(dq) / len(convs) if convs else 0.0
-
-

@@ -38,3 +38,15 @@ def v1_onnx(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export") / "v1.onnx"
     return export_onnx("featherface-v1", V1_WEIGHTS, out, "native", 20, CALIB / "images")
+
+
+@pytest.fixture(scope="session")
+def small_val(tmp_path_factory):
+    """12 val images (links) with the official ground truth: a WIDER folder small enough to evaluate often."""
+    root = tmp_path_factory.mktemp("val12")
+    for path in sorted((VAL / "images").rglob("*.jpg"))[:12]:
+        target = root / "images" / path.relative_to(VAL / "images")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path, target)
+    os.symlink(VAL / "ground_truth", root / "ground_truth")
+    return root

@@ -15,23 +15,11 @@ from toolchain.cli import main
 from toolchain.report import write_report
 from toolchain.timing import LatencyStats, interleaved_latency
 
-from .conftest import V1_WEIGHTS, VAL
+from .conftest import V1_WEIGHTS
 
 JSON_KEYS = {"name", "backend", "precision", "easy", "medium", "hard", "d_easy", "d_medium", "d_hard", "max_abs_diff",
              "cosine", "det_f1", "p50_ms", "p90_ms", "p99_ms", "fps_batch8", "size_bytes", "peak_rss_mb",
              "skipped_reason"}
-
-
-@pytest.fixture(scope="module")
-def small_val(tmp_path_factory):
-    """12 val images with the official ground truth: a WIDER folder small enough to evaluate many stages."""
-    root = tmp_path_factory.mktemp("val12")
-    for path in sorted((VAL / "images").rglob("*.jpg"))[:12]:
-        target = root / "images" / path.relative_to(VAL / "images")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(path, target)
-    os.symlink(VAL / "ground_truth", root / "ground_truth")
-    return root
 
 
 class Crashing(OnnxRuntimeRunner):

@@ -7,8 +7,8 @@ import pytest
 from onnx import numpy_helper
 
 from calibration.dataset import build_calibration_set, letterbox
-from calibration.quantize import quantized_fraction, sensitive_nodes
-from calibration.tensorrt_cache import (decode_scale, encode_scale, read_trt_cache, scales_from_ranges,
+from calibration.quantize import sensitive_nodes
+from calibration.tensorrt_cache import (decode_scale, encode_scale, read_trt_cache,
                                         trt_version_tag, write_trt_cache)
 from featherface.errors import ArtifactError, FeatherFaceError
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
@@ -27,6 +27,14 @@ def minmax(v1_onnx, tmp_path_factory):
     report = calibrate_onnx(v1_onnx.path, CALIB / "images", out, "minmax", count=8, shape=(320, 320))
     quantize_onnx(v1_onnx.path, report.cache, out / "int8.onnx", "minmax", CALIB / "images", "s8", threshold_db=0)
     return report, out / "int8.onnx"
+
+
+def quantized_fraction(model: onnx.ModelProto) -> float:
+    """Share of Conv nodes whose weight comes through a DequantizeLinear."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    return sum(producer.get(n.input[1]) is not None and producer[n.input[1]].op_type == "DequantizeLinear"
+               for n in convs) / len(convs)
 
 
 def test_calibration_set_is_reproducible_and_listed(tmp_path):

@@ -175,3 +175,23 @@ def test_tensorrt_engine_builds_and_matches_onnxruntime(tmp_path, v1_onnx):
     runner = TensorRTRunner(tmp_path / "model.engine", OnnxRuntimeRunner(v1_onnx.path).priors, "fp32")
     for c in compare_runners(OnnxRuntimeRunner(v1_onnx.path), runner, sample_batches(CALIB / "images")):
         assert c.det_f1 > 0.95
+
+
+@pytest.mark.skipif(NO_TRT is not None, reason=f"TensorRT implicit INT8 needs tensorrt, pycuda and a GPU: {NO_TRT}")
+def test_tensorrt_entropy_calibrator_writes_a_readable_cache(tmp_path, v1_onnx):
+    import tensorrt as trt
+
+    from calibration.dataset import build_calibration_set
+    from calibration.tensorrt_cache import read_trt_cache
+    from calibration.tensorrt_calibrator import entropy_calibrator
+    from toolchain.kit.build_engine import build
+
+    if int(trt.__version__.split(".")[0]) >= 11:
+        pytest.skip("TensorRT 11 has no calibrators (INT8 comes only from Q/DQ)")
+    calib = build_calibration_set(CALIB / "images", count=8, shape=(320, 320))
+    config = build_config(load_target("jetson-xavier"), "int8", ONNX, "calib.cache")
+    config["profile"] = {k: [1, 3, 320, 320] for k in ("min", "opt", "max")}
+    (tmp_path / "model.onnx").write_bytes(v1_onnx.path.read_bytes())
+    build(config, tmp_path, calibrator=entropy_calibrator(calib, tmp_path / "calib.cache"))
+    header, scales = read_trt_cache(tmp_path / "calib.cache")
+    assert header.startswith("TRT-") and "input" in scales and (tmp_path / "model.engine").is_file()

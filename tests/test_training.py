@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -74,26 +73,13 @@ def test_backbone_init_and_wrong_backbone():
 
 
 @pytest.fixture(scope="module")
-def finetune(tmp_path_factory, small_val_dir):
+def finetune(tmp_path_factory, small_val):
     out = tmp_path_factory.mktemp("finetune")
     cfg = load_config(None, {**SMOKE, "epochs": 2, "lr": 1e-4, "eval_every": 2, "freeze_bn": True})
-    return out, train("featherface-v1", cfg, CALIB, out, small_val_dir, "cpu", init=V1_WEIGHTS, echo=lambda m: None)
+    return out, train("featherface-v1", cfg, CALIB, out, small_val, "cpu", init=V1_WEIGHTS, echo=lambda m: None)
 
 
-@pytest.fixture(scope="module")
-def small_val_dir(tmp_path_factory):
-    from .conftest import VAL
-
-    root = tmp_path_factory.mktemp("val10")
-    for path in sorted((VAL / "images").rglob("*.jpg"))[:10]:
-        target = root / "images" / path.relative_to(VAL / "images")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(path, target)
-    os.symlink(VAL / "ground_truth", root / "ground_truth")
-    return root
-
-
-def test_finetune_writes_checkpoints_and_metrics_and_keeps_accuracy(finetune, small_val_dir):
+def test_finetune_writes_checkpoints_and_metrics_and_keeps_accuracy(finetune, small_val):
     from toolchain.backends.torch_backend import load_torch_runner
     from toolchain.evaluate import evaluate_folder
 
@@ -103,7 +89,7 @@ def test_finetune_writes_checkpoints_and_metrics_and_keeps_accuracy(finetune, sm
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
-    start = evaluate_folder(load_torch_runner("featherface-v1", V1_WEIGHTS), small_val_dir).ap
+    start = evaluate_folder(load_torch_runner("featherface-v1", V1_WEIGHTS), small_val).ap
     assert all(abs(rows[-1][k] - start[k]) < 0.03 for k in start), (rows[-1], start)
     best = torch.load(out / "best.pth", weights_only=True)
     assert set(best) == set(torch.load(V1_WEIGHTS, weights_only=True, map_location="cpu")) - {
@@ -187,3 +173,17 @@ def test_cuda_amp_step_profile_and_batch_finder():
     profile = profile_step("featherface-v1", 8, 320, "fp16", steps=2)
     assert profile.images_per_s > 0 and profile.peak_memory_mb > 0
     assert find_batch_size("featherface-v1", 320, "fp16", start=8, limit=64) >= 8
+
+
+def test_resume_at_an_epoch_boundary_continues_exactly(tmp_path):
+    cfg = load_config(None, {**SMOKE, "epochs": 2, "lr": 1e-3})
+    straight = tmp_path / "straight"
+    train("featherface-v1", cfg, CALIB, straight, None, "cpu", init=V1_WEIGHTS, echo=lambda m: None)
+    split = tmp_path / "split"
+    train("featherface-v1", load_config(None, {**SMOKE, "epochs": 1, "lr": 1e-3}), CALIB, split, None, "cpu",
+          init=V1_WEIGHTS, echo=lambda m: None)
+    train("featherface-v1", cfg, CALIB, split, None, "cpu", resume=split / "last.pth", echo=lambda m: None)
+    a, b = (read_checkpoint(d / "last.pth", "featherface-v1") for d in (straight, split))
+    assert b["epoch"] == 2 and a["metrics"][1]["loss"] == pytest.approx(b["metrics"][1]["loss"], rel=1e-5)
+    for key, value in a["model"].items():
+        assert torch.allclose(value.float(), b["model"][key].float(), atol=1e-6), key

@@ -120,7 +120,7 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             path = artifacts.exported if key == "exported" else artifacts.onnx.get(key)
             if path is None:
                 raise Skip(f"no {key} ONNX was built")
-            return OnnxRuntimeRunner(path, threads)
+            return OnnxRuntimeRunner(path, threads, spin=False)
         return make
 
     def tensorrt(precision: str) -> Callable[[], Runner]:

@@ -428,8 +428,10 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
         if model == models[0]:
             chosen += peer_stages
         rows += bench_model(model, chosen, data, square, runs, echo=echo)
-    click.echo(table(rows))
     env = environment(threads)
+    click.echo(table(rows))
+    click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
+               + f"; latency: {runs} interleaved runs after warm-up, batch 1, at {sizes}; ×ref = PyTorch p50 / p50")
     if json_out:
         write_json(json_out, {"environment": env, "stages": [r.as_json() for r in rows]})
     if report:

@@ -9,26 +9,31 @@ from toolchain.backends.base import OUTPUT_NAMES, Runner
 from toolchain.metadata import get_metadata, load_onnx, priors_from
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
+    """``spin=False`` stops idle worker threads from busy-waiting after a run: needed when several sessions
+    (and PyTorch) are timed in turn, or each steals cores from the next."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 spin: bool = True) -> None:
         self.path = Path(path)
         model = load_onnx(self.path)
         self.metadata = get_metadata(model)
         self.priors = priors_from(self.metadata, self.path)
         self.precision = self.metadata.get("precision", "fp32")
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
+            self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads, spin),
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:160]})") from None

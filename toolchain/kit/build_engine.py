@@ -98,7 +98,10 @@ def build(config: dict, root: Path, calibrator=None) -> dict:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     cfg = builder.create_builder_config()
-    cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config["workspace_mb"] << 20)
+    if hasattr(cfg, "set_memory_pool_limit"):
+        cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config["workspace_mb"] << 20)
+    else:  # TensorRT 8.2 (Jetson Nano) predates memory pools
+        cfg.max_workspace_size = config["workspace_mb"] << 20
     for flag in plan["builder_flags"]:  # empty on TensorRT 11: precision comes from the ONNX
         cfg.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
