@@ -66,14 +66,17 @@ def test_decomposed_lowering_exports_without_deformconv(tmp_path, v1_model):
 @pytest.mark.parametrize("name,weights,lowering,opset", [
     ("retinaface-mnet0.25", RF_WEIGHTS, "native", 20), ("featherface-v2", None, "decomposed", 18)])
 def test_other_models_export_and_match(tmp_path, name, weights, lowering, opset):
+    min_f1 = 0.95
     if weights is None:  # no trained V2 yet: export a fixed random initialisation
         weights = tmp_path / "init.pth"
+        torch.manual_seed(0)
         torch.save(featherface.create_model(name).state_dict(), weights)
+        min_f1 = 0.0  # untrained scores sit near 0.5, where 1e-6 drifts flip detections: judge the tensors
     report = export_onnx(name, weights, tmp_path / "m.onnx", lowering, opset)
     torch_runner = TorchRunner(featherface.load_model(name, weights))
     comparisons = compare_runners(torch_runner, OnnxRuntimeRunner(report.path),
                                   sample_batches(CALIB / "images", ((1, 320, 320), (2, 480, 640))))
-    assert worst_violation(comparisons, FP32_TOLERANCES) is None
+    assert worst_violation(comparisons, FP32_TOLERANCES, min_f1) is None
 
 
 def test_check_failure_leaves_no_file(tmp_path, monkeypatch):
