@@ -4,6 +4,7 @@ The Q/DQ layout is what TensorRT wants (symmetric INT8, per-channel weights, per
 ONNX Runtime runs the same graph on the CPU, so the artifact that ships is the one that is measured.
 """
 import contextlib
+import io
 import logging
 import tempfile
 from collections import deque
@@ -60,7 +61,8 @@ def calibrate(model_path: str | Path, calib: CalibrationSet, method: str, cache_
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=options)
         calibrator.collect_data(CalibrationReader(calib, model.graph.input[0].name, on_image))
-        ranges = calibrator.compute_data()
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress to stdout
+            ranges = calibrator.compute_data()
         del calibrator
     cache_out = Path(cache_out)
     with atomic_output(cache_out) as tmp_path:

@@ -92,7 +92,7 @@ class Artifacts:
 def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tuple[str, ...], build_root: Path,
                       calib_dir: Path, echo: Echo = print) -> Artifacts:
     """Export, simplify and, as ``precisions`` ask, FP16 / calibrate / INT8 — each step reused when its
-    inputs are unchanged. TensorRT FP16 also needs the FP16 graph (TensorRT 11 builds it as typed)."""
+    inputs are unchanged."""
     from toolchain.stages.calibrate import calibrate_onnx
     from toolchain.stages.export import export_onnx
     from toolchain.stages.quantize import fp16_onnx
@@ -112,7 +112,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     onnx = {"fp32": simplified}
     sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
     trt_cache = None
-    if "fp16" in precisions or (target.is_tensorrt and "int8" in precisions):
+    if "fp16" in precisions:
         onnx["fp16"] = steps.file("fp16", {"onnx": sources["onnx_sha256"]}, ".onnx",
                                   lambda out: fp16_onnx(simplified, out))
     if "int8" in precisions:

@@ -228,7 +228,7 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
                 scheduler.step()
                 for key, value in (("loss", parts.total), ("loss_loc", parts.loc), ("loss_conf", parts.conf),
                                    ("loss_landm", parts.landmarks)):
-                    sums[key] += float(value)
+                    sums[key] += float(value.detach())
                 done += 1
                 if main_process and (step + 1) % max(1, steps // 10) == 0:
                     rate = done * per_process * world / (time.perf_counter() - began)
