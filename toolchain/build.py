@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import featherface
-from featherface.errors import ArtifactError
 from toolchain import __version__
 from toolchain.artifacts import sha256_file
 from toolchain.metadata import get_metadata, load_onnx
@@ -148,9 +147,7 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
                  calib_dir: Path, val_dir: Path | None = None, threads: int | None = None,
                  echo: Echo = print) -> BuildResult:
     """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done."""
-    if precision not in target.precisions:
-        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
-                            f"({', '.join(target.precisions)})")
+    target.check_precision(precision)
     artifacts = prepare_artifacts(model, weights, target, (precision,), build_root, calib_dir, echo)
     onnx, sources = artifacts.onnx, artifacts.sources
     bundle = build_root / model / target.name

@@ -3,7 +3,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from featherface.errors import ConfigError
+from featherface.errors import ArtifactError, ConfigError
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 RUNTIMES = ("onnxruntime", "tensorrt")
@@ -54,6 +54,11 @@ class Target:
     @property
     def is_tensorrt(self) -> bool:
         return self.runtime == "tensorrt"
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise ArtifactError(f"{self.path}: precision '{precision}' is not offered by target '{self.name}' "
+                                f"({', '.join(self.precisions)})")
 
 
 _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": str, "precisions": list,

@@ -44,9 +44,7 @@ def build_config(target: Target, precision: str, onnx_files: dict[str, str],
     ``onnx_files`` maps ``fp32``/``fp16``/``int8`` to the ONNX files present. TensorRT ≤ 10 is weakly typed
     (FP32 or Q/DQ ONNX + precision flags); TensorRT 11 is strongly typed (the ONNX carries the precision).
     """
-    if precision not in target.precisions:
-        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
-                            f"({', '.join(target.precisions)})")
+    target.check_precision(precision)
     implicit = precision == "int8" and target.int8.mode == "calibrator"
     if precision == "fp32":
         legacy = {"onnx": onnx_files["fp32"], "builder_flags": []}

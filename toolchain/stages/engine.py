@@ -8,7 +8,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featherface.errors import ArtifactError
 from toolchain.artifacts import write_json, write_text
 from toolchain.backends.tensorrt_backend import ENGINE, build_config, build_script, tensorrt_missing
 from toolchain.targets import Target
@@ -31,9 +30,7 @@ def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir:
                  trt_cache: Path | None = None, threads: int | None = None) -> EngineResult:
     """``onnx`` maps fp32/fp16/int8 to ONNX files (only those the precision needs must exist)."""
     out_dir = Path(out_dir)
-    if precision not in target.precisions:
-        raise ArtifactError(f"{target.path}: precision '{precision}' is not offered by target '{target.name}' "
-                            f"({', '.join(target.precisions)})")
+    target.check_precision(precision)
     if not target.is_tensorrt:
         shutil.copyfile(onnx[precision], out_dir / "model.onnx")
         session = {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL",
