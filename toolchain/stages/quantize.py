@@ -4,6 +4,8 @@ INT8 keeps the stem and head convolutions in FP32, then measures the quantizatio
 activation on calibration images and keeps the convolutions next to the noisiest ones in FP32 too,
 round after round, until none is noisier than the threshold (decided on calibration data only).
 """
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -11,6 +13,7 @@ from typing import Callable
 from calibration.dataset import build_calibration_set
 from calibration.quantize import convert_fp16, quantize_int8, sensitive_nodes
 from calibration.sensitivity import TensorNoise, convs_touching, tensor_noise
+from toolchain.artifacts import atomic_output
 from toolchain.metadata import load_onnx
 
 NOISE_IMAGES = 8
@@ -31,18 +34,22 @@ def quantize_onnx(model: str | Path, cache: str | Path, out: str | Path, method:
     keep = sensitive_nodes(fp32)
     calib = build_calibration_set(images_dir, count=NOISE_IMAGES, min_images=1)
     report = QuantizeReport(Path(out), keep, sum(n.op_type == "Conv" for n in fp32.graph.node))
-    for round_ in range(max_rounds + 1):
-        quantize_int8(model, cache, out, method, activations, keep)
-        if round_ == max_rounds or threshold_db <= 0:
-            break
-        noisy = [n for n in tensor_noise(model, out, calib) if n.local_db < threshold_db]
-        more = sorted(set(convs_touching(fp32, {n.tensor for n in noisy})) - set(keep))
-        report.rounds.append(noisy)
-        if on_round:
-            on_round(round_ + 1, noisy)
-        if not more:
-            break
-        keep = sorted(set(keep) | set(more))
+    with tempfile.TemporaryDirectory(prefix="featherface-rounds-") as tmp:
+        work = Path(tmp) / "round.onnx"  # rounds stay out of ``out``: only the final graph may appear there
+        for round_ in range(max_rounds + 1):
+            quantize_int8(model, cache, work, method, activations, keep)
+            if round_ == max_rounds or threshold_db <= 0:
+                break
+            noisy = [n for n in tensor_noise(model, work, calib) if n.local_db < threshold_db]
+            more = sorted(set(convs_touching(fp32, {n.tensor for n in noisy})) - set(keep))
+            report.rounds.append(noisy)
+            if on_round:
+                on_round(round_ + 1, noisy)
+            if not more:
+                break
+            keep = sorted(set(keep) | set(more))
+        with atomic_output(out) as tmp_out:
+            shutil.copyfile(work, tmp_out)
     report.kept_fp32 = keep
     return report
 
