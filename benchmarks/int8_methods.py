@@ -45,7 +45,7 @@ def main() -> None:
                                         symmetric=act == "s8")
                 for threshold in (0.0, 25.0):
                     out = tmp / f"{method}-{act}-{threshold:g}.onnx"
-                    q = quantize_onnx(tmp / "simplified.onnx", report.cache, out, method, calib, act, threshold)
+                    q = quantize_onnx(tmp / "simplified.onnx", report.cache, out, calib, act, threshold)
                     ap = evaluate_folder(OnnxRuntimeRunner(out), val).ap
                     delta = {k: ap[k] - reference[k] for k in ap}
                     rows.append({"method": method, "activations": act, "noise_rounds": threshold > 0,

@@ -103,8 +103,8 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
     return stem + sorted(heads)
 
 
-def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, method: str,
-                  activations: str = "s8", keep_fp32: list[str] | None = None) -> Path:
+def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, activations: str = "s8",
+                  keep_fp32: list[str] | None = None) -> Path:
     """Q/DQ INT8 ONNX from ``model_path`` using calibration ranges from ``cache``.
 
     Weights are symmetric INT8 per output channel; activations per tensor. Nodes named in
@@ -127,7 +127,8 @@ def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, me
             extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
         )
         quantized = onnx.load(str(raw))
-    set_metadata(quantized, dict(get_metadata(model), precision="int8", calibration=method,
+    set_metadata(quantized, dict(get_metadata(model), precision="int8",
+                                 calibration=ranges.calibration_method.name.lower(),
                                  int8_activations=activations, kept_fp32=keep))
     with atomic_output(out) as tmp_path:
         onnx.save(quantized, str(tmp_path))

@@ -25,7 +25,7 @@ def minmax(v1_onnx, tmp_path_factory):
     """MinMax ranges over 8 calib images and the plain Q/DQ graph (stem and heads FP32, no noise rounds)."""
     out = tmp_path_factory.mktemp("minmax")
     report = calibrate_onnx(v1_onnx.path, CALIB / "images", out, "minmax", count=8, shape=(320, 320))
-    quantize_onnx(v1_onnx.path, report.cache, out / "int8.onnx", "minmax", CALIB / "images", "s8", threshold_db=0)
+    quantize_onnx(v1_onnx.path, report.cache, out / "int8.onnx", CALIB / "images", "s8", threshold_db=0)
     return report, out / "int8.onnx"
 
 
@@ -148,7 +148,7 @@ def test_int8_graph_runs_in_onnxruntime_close_to_fp32(minmax, v1_onnx):
 def test_noise_rounds_keep_more_layers_and_reduce_drift(minmax, v1_onnx, tmp_path):
     report, plain = minmax
     out = tmp_path / "rounds.onnx"
-    q = quantize_onnx(v1_onnx.path, report.cache, out, "minmax", CALIB / "images", "s8", threshold_db=25, max_rounds=2)
+    q = quantize_onnx(v1_onnx.path, report.cache, out, CALIB / "images", "s8", threshold_db=25, max_rounds=2)
     assert len(q.kept_fp32) > 10 and q.rounds and all(n.local_db < 25 for n in q.rounds[0])
     assert get_metadata(load_onnx(out))["kept_fp32"] == q.kept_fp32
     batches = sample_batches(CALIB / "images", ((1, 640, 640),))

@@ -172,7 +172,7 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
 def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, echo: Echo) -> None:
     from toolchain.stages.quantize import quantize_onnx
 
-    report = quantize_onnx(simplified, cache, out, settings.method, images, settings.activations,
+    report = quantize_onnx(simplified, cache, out, images, settings.activations,
                            settings.noise_threshold_db,
                            on_round=lambda r, noisy: echo(f"  round {r}: {len(noisy)} activation(s) below "
                                                           f"{settings.noise_threshold_db:g} dB"))

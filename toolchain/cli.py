@@ -254,10 +254,7 @@ def quantize_cmd(src, out, precision, cache, images, activations, threshold_db) 
         return
     if cache is None:
         raise click.UsageError("--precision int8 needs --cache (run `toolchain calibrate` first)")
-    from calibration.quantize import read_ranges
-
-    method = read_ranges(cache).calibration_method.name.lower()
-    report = quantize_onnx(src, cache, out, method, images or paths.default_calib_dir() / "images", activations,
+    report = quantize_onnx(src, cache, out, images or paths.default_calib_dir() / "images", activations,
                            threshold_db, on_round=lambda r, noisy: click.echo(
                                f"round {r}: " + ", ".join(f"{n.tensor} {n.local_db:.1f} dB" for n in noisy[:6])
                                + (" …" if len(noisy) > 6 else "")))

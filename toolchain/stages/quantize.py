@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from calibration.dataset import build_calibration_set
-from calibration.quantize import convert_fp16, quantize_int8, sensitive_nodes
+from calibration.quantize import convert_fp16, quantize_int8, read_ranges, sensitive_nodes
 from calibration.sensitivity import TensorNoise, convs_touching, tensor_noise
 from toolchain.artifacts import atomic_output
 from toolchain.metadata import load_onnx
@@ -27,9 +27,10 @@ class QuantizeReport:
     rounds: list[list[TensorNoise]] = field(default_factory=list)  # the noisy tensors found each round
 
 
-def quantize_onnx(model: str | Path, cache: str | Path, out: str | Path, method: str, images_dir: str | Path,
+def quantize_onnx(model: str | Path, cache: str | Path, out: str | Path, images_dir: str | Path,
                   activations: str = "s8", threshold_db: float = 25.0, max_rounds: int = 4,
                   on_round: Callable[[int, list[TensorNoise]], None] | None = None) -> QuantizeReport:
+    read_ranges(cache)  # a bad cache fails before any work
     fp32 = load_onnx(model)
     keep = sensitive_nodes(fp32)
     calib = build_calibration_set(images_dir, count=NOISE_IMAGES, min_images=1)
@@ -37,7 +38,7 @@ def quantize_onnx(model: str | Path, cache: str | Path, out: str | Path, method:
     with tempfile.TemporaryDirectory(prefix="featherface-rounds-") as tmp:
         work = Path(tmp) / "round.onnx"  # rounds stay out of ``out``: only the final graph may appear there
         for round_ in range(max_rounds + 1):
-            quantize_int8(model, cache, work, method, activations, keep)
+            quantize_int8(model, cache, work, activations, keep)
             if round_ == max_rounds or threshold_db <= 0:
                 break
             noisy = [n for n in tensor_noise(model, work, calib) if n.local_db < threshold_db]
