@@ -175,7 +175,8 @@ def _peer_agreement(reference: Runner, peer, images: list[list[np.ndarray]]) -> 
 def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[int, int], ...] = ((640, 640), (320, 320)),
                 runs: int = 50, batch8_runs: int = 10, echo: Echo = print) -> list[StageResult]:
     """Run ``stages`` (the first is the reference) on ``data``; returns one result per stage."""
-    results, runners = [], {}
+    results = []
+    timed: dict[str, Callable[[list[np.ndarray], np.ndarray], object]] = {}  # stage → call on (images, batch)
     check_images = [_images(data / "images", size, 1) for size in sizes] + [_images(data / "images", sizes[0], 2)]
     check = [_batch(group) for group in check_images]
     reference = None
@@ -194,15 +195,15 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
                 reference = (row, runner)
             ref_row, ref_runner = reference
             row.d_easy, row.d_medium, row.d_hard = (getattr(row, k) - getattr(ref_row, k) for k in SETTINGS)
-            if stage.peer:  # another network: no tensors to compare, only detections
+            if stage.peer:  # another network: no tensors to compare, only detections; it takes BGR images
                 row.det_f1 = _peer_agreement(ref_runner, runner, check_images)
-                runners[stage.name] = _PeerTiming(runner)
+                timed[stage.name] = lambda images, batch, peer=runner: [peer.detect(image) for image in images]
             else:
                 comparisons = compare_runners(ref_runner, runner, check)
                 row.max_abs_diff = max(d.max_abs for c in comparisons for d in c.drift)
                 row.cosine = min(d.cosine for c in comparisons for d in c.drift)
                 row.det_f1 = float(np.mean([c.det_f1 for c in comparisons]))
-                runners[stage.name] = runner
+                timed[stage.name] = lambda images, batch, r=runner: r.infer(batch)
         except Skip as exc:
             row.status, row.skipped_reason = "skipped", str(exc)
             echo(f"[{model}] {stage.name}: skipped ({exc})")
@@ -213,14 +214,11 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
         if reference is None and row.status != "ok":
             raise RuntimeError(f"{model}: the reference stage {stage.name} did not run ({row.error or row.skipped_reason})")
     by_name = {r.name: r for r in results}
-    for name, runner in runners.items():
-        if isinstance(runner, _PeerTiming):
-            runner.images = {tuple(b.shape): group for b, group in zip(check, check_images)}
     for i, size in enumerate(sizes):
         echo(f"[{model}] latency at {size[0]}x{size[1]}, batch 1: {runs} interleaved runs per stage")
-        x = check[i]
-        samples, errors = interleaved_latency({n: (lambda r=r: r.infer(x)) for n, r in runners.items()}, runs)
-        _fail(by_name, runners, errors)
+        images, x = check_images[i], check[i]
+        samples, errors = interleaved_latency({n: (lambda f=f: f(images, x)) for n, f in timed.items()}, runs)
+        _fail(by_name, timed, errors)
         for name, ms in samples.items():
             stats = LatencyStats.of(ms)
             by_name[name].latency[f"{size[0]}x{size[1]}"] = {"p50_ms": stats.p50, "p90_ms": stats.p90,
@@ -228,15 +226,12 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
     echo(f"[{model}] throughput at {sizes[0][0]}x{sizes[0][1]}, batch 8")
     images8 = _images(data / "images", sizes[0], 8)
     x8 = _batch(images8)
-    for runner in runners.values():
-        if isinstance(runner, _PeerTiming):
-            runner.images[tuple(x8.shape)] = images8
-    samples, errors = interleaved_latency({n: (lambda r=r: r.infer(x8)) for n, r in runners.items()},
+    samples, errors = interleaved_latency({n: (lambda f=f: f(images8, x8)) for n, f in timed.items()},
                                           batch8_runs, warmup=2)
-    _fail(by_name, runners, errors)
+    _fail(by_name, timed, errors)
     first = f"{sizes[0][0]}x{sizes[0][1]}"
     ref_p50 = results[0].latency.get(first, {}).get("p50_ms")
-    for name in runners:
+    for name in timed:
         row = by_name[name]
         row.fps_batch8 = 8e3 / float(np.median(samples[name])) if name in samples else None
         if first in row.latency:
@@ -245,21 +240,10 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
     return results
 
 
-class _PeerTiming:
-    """Times a peer detector on the same images as the runners' batches (it takes BGR images, one at a time)."""
-
-    def __init__(self, peer) -> None:
-        self.peer, self.images = peer, {}
-
-    def infer(self, batch: np.ndarray) -> None:
-        for image in self.images[tuple(batch.shape)]:
-            self.peer.detect(image)
-
-
-def _fail(by_name: dict, runners: dict, errors: dict[str, str]) -> None:
+def _fail(by_name: dict, timed: dict, errors: dict[str, str]) -> None:
     for name, error in errors.items():
         by_name[name].status, by_name[name].error = "failed", error
-        runners.pop(name, None)
+        timed.pop(name, None)
 
 
 def environment(threads: int) -> dict:
