@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from featherface.errors import WeightsError
+from featherface.errors import WeightsError, first_line
 
 # thop's profiler leaves these buffers in checkpoints saved after counting FLOPs.
 _PROFILER_SUFFIXES = ("total_ops", "total_params")
@@ -18,8 +18,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt/unsafe files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 200)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

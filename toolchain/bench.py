@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import featherface
+from featherface.errors import describe
 from featherface.preprocess import list_images, preprocess, read_image
 from featherface.postprocess import Detections, PostprocessConfig
 from toolchain.backends.base import Runner
@@ -208,7 +209,7 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
             row.status, row.skipped_reason = "skipped", str(exc)
             echo(f"[{model}] {stage.name}: skipped ({exc})")
         except Exception as exc:  # one broken stage must not hide the others
-            row.status, row.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            row.status, row.error = "failed", describe(exc)
             echo(f"[{model}] {stage.name}: FAILED ({row.error})")
         row.peak_rss_mb = peak_rss_mb()
         if reference is None and row.status != "ok":

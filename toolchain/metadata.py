@@ -4,7 +4,7 @@ from pathlib import Path
 
 import onnx
 
-from featherface.errors import ArtifactError
+from featherface.errors import ArtifactError, first_line
 from featherface.priors import PriorConfig
 
 PREFIX = "featherface."
@@ -44,8 +44,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ArtifactError(f"{path}: not a valid ONNX model ({reason[:160]})") from None
+        raise ArtifactError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
     return model
 
 

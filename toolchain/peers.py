@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from featherface.errors import ArtifactError
+from featherface.errors import ArtifactError, first_line
 from featherface.postprocess import Detections
 
 
@@ -24,7 +24,7 @@ class YuNet:
             self.detector = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), score_threshold,
                                                       nms_threshold, top_k)
         except cv2.error as exc:
-            raise ArtifactError(f"{self.path}: OpenCV cannot load it ({str(exc).splitlines()[0][:120]})") from None
+            raise ArtifactError(f"{self.path}: OpenCV cannot load it ({first_line(exc, 120)})") from None
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         self.detector.setInputSize((image_bgr.shape[1], image_bgr.shape[0]))

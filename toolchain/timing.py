@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from featherface.errors import describe
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -36,7 +38,7 @@ def interleaved_latency(fns: dict[str, Callable[[], object]], runs: int = 50, wa
         try:
             live[name]()
         except Exception as exc:  # a crashing stage is reported, the others keep running
-            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            errors[name] = describe(exc)
             del live[name]
             return None
         return (clock() - start) * 1e3

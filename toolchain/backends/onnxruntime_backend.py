@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from featherface.errors import ArtifactError
+from featherface.errors import ArtifactError, first_line
 from toolchain.backends.base import OUTPUT_NAMES, Runner
 from toolchain.metadata import get_metadata, load_onnx, priors_from
 
@@ -36,7 +36,7 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads, spin),
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:
-            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:160]})") from None
+            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it ({first_line(exc)})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

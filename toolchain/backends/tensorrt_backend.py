@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.errors import ArtifactError
+from featherface.errors import ArtifactError, first_line
 from featherface.priors import PriorConfig
 from toolchain.backends.base import Runner
 from toolchain.targets import Target, version_tuple
@@ -33,7 +33,7 @@ def tensorrt_missing() -> str | None:
         if cuda.Device.count() == 0:
             return "no CUDA GPU is visible"
     except Exception as exc:  # pycuda raises its own LogicError/RuntimeError kinds without a GPU driver
-        return f"CUDA is not usable ({str(exc).splitlines()[0][:80]})"
+        return f"CUDA is not usable ({first_line(exc, 80)})"
     return None
 
 

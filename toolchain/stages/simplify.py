@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import onnxsim
 
+from featherface.errors import first_line
 from toolchain.artifacts import atomic_output
 from toolchain.backends.onnxruntime_backend import session_options
 from toolchain.compare import FP32_TOLERANCES, tensor_drift
@@ -49,7 +50,7 @@ def simplify_onnx(src: str | Path, out: str | Path) -> SimplifyReport:
     try:
         candidate, ok = onnxsim.simplify(original)
     except Exception as exc:
-        candidate, ok, reason = None, False, f"onnxsim failed ({str(exc).splitlines()[0][:160]})"
+        candidate, ok, reason = None, False, f"onnxsim failed ({first_line(exc)})"
     else:
         if not ok:
             reason = "onnxsim's own check rejected the result"

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import featherface
 from featherface.data.dataset import FaceDataset, collate
-from featherface.errors import ConfigError, WeightsError
+from featherface.errors import ConfigError, WeightsError, first_line
 from featherface.loss import LossConfig, MultiBoxLoss
 from featherface.priors import prior_boxes
 from featherface.weights import read_state_dict
@@ -124,8 +124,7 @@ def read_checkpoint(path: str | Path, model_name: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(f"{path}: not a readable training checkpoint ({reason[:160]})") from None
+        raise WeightsError(f"{path}: not a readable training checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path}: not a training checkpoint of this toolchain (use --weights for plain weights)")
     if ckpt["model_name"] != model_name:
