@@ -21,12 +21,10 @@ def match(boxes: Tensor, landmarks: Tensor, labels: Tensor, priors: Tensor, vari
     """One image: faces (F, 4) corners, (F, 10) points, (F,) labels (1: has landmarks, -1: boxes only) →
     per-prior box targets (A, 4), landmark targets (A, 10) and labels (A,) with 0 for background."""
     num = priors.shape[0]
-    if boxes.numel() == 0:
-        return priors.new_zeros(num, 4), priors.new_zeros(num, 10), torch.zeros(num, dtype=torch.long)
     overlaps = box_iou(boxes, box_convert(priors, "cxcywh", "xyxy"))  # (F, A)
     best_prior_iou, best_prior = overlaps.max(dim=1)
     valid = best_prior_iou >= config.min_best_iou
-    if not valid.any():
+    if not valid.any():  # also no faces at all
         return priors.new_zeros(num, 4), priors.new_zeros(num, 10), torch.zeros(num, dtype=torch.long)
     best_truth_iou, best_truth = overlaps.max(dim=0)
     best_truth_iou[best_prior[valid]] = 2.0  # a face's best prior stays positive whatever its IoU

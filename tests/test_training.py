@@ -41,6 +41,8 @@ def test_encoding_inverts_decoding_and_matching_finds_each_face():
     loc, landm, labels = match(faces, points, torch.tensor([1, -1]), priors, config.variances)
     positive = labels != 0
     assert positive.sum() >= 2 and set(labels[positive].tolist()) == {1, -1}
+    _, _, none = match(faces[:0], points[:0], torch.tensor([], dtype=torch.long), priors, config.variances)
+    assert none.shape == (len(priors),) and not none.any()  # an image without faces: all background
     boxes = decode_boxes(loc[positive], priors[positive], config.variances)
     assert all(torch.isclose(boxes, faces[0], atol=1e-5).all(1).any() or torch.isclose(b, faces[1], atol=1e-5).all()
                for b in boxes)
