@@ -155,7 +155,7 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
     try:
         echo(f"[engine] {target.name} ({target.runtime}, {precision})")
         engine = build_engine(target, precision, onnx, tmp, artifacts.trt_cache, threads)
-        accuracy = _accuracy(onnx, engine.onnx, precision, target, tmp, val_dir, echo) if val_dir else None
+        accuracy = _accuracy(onnx, precision, engine.onnx, val_dir, echo) if val_dir else None
         meta = get_metadata(load_onnx(onnx['fp32']))
         manifest = write_bundle(tmp, model, target, precision, engine, meta, sources, accuracy)
         old = bundle.with_name(f".{bundle.name}.old")
@@ -179,22 +179,20 @@ def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, 
     echo(f"  kept {len(report.kept_fp32)} of {report.convs} convolutions in FP32")
 
 
-def _accuracy(onnx: dict[str, Path], shipped: str, precision: str, target: Target, folder: Path,
-              val_dir: Path, echo: Echo) -> dict | None:
-    """Val AP of the shipped ONNX graph vs the FP32 ONNX, both in ONNX Runtime on the CPU.
+def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path, echo: Echo) -> dict | None:
+    """Val AP of the ONNX graph of ``precision`` (shipped as ``shipped``) vs the FP32 ONNX, in ONNX Runtime.
 
-    An implicit-INT8 TensorRT build has no ONNX-level INT8 graph to measure, so nothing is claimed.
+    For TensorRT FP16 that is the FP16 graph TensorRT 11 builds (TensorRT ≤ 10 lowers the FP32 graph with
+    --fp16). An implicit-INT8 TensorRT build has no INT8 graph to measure, so nothing is claimed.
     """
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
     from toolchain.evaluate import evaluate_folder
 
-    graph = folder / shipped
-    if target.is_tensorrt and precision == "int8" and target.int8.mode == "calibrator":
+    graph = onnx.get(precision)
+    if graph is None:
         return None
-    if target.is_tensorrt and precision == "fp16":
-        graph = onnx["fp16"]  # what TensorRT 11 builds; TensorRT ≤ 10 lowers the FP32 graph with --fp16
-    echo(f"[accuracy] {graph.name} vs FP32 on {val_dir}")
+    echo(f"[accuracy] {shipped} vs FP32 on {val_dir}")
     ap = evaluate_folder(OnnxRuntimeRunner(graph), val_dir)
     ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if precision != "fp32" else ap
     return {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
-            "images": ap.images, "graph": graph.name, "backend": "onnxruntime-cpu"}
+            "images": ap.images, "graph": shipped, "backend": "onnxruntime-cpu"}
