@@ -173,14 +173,13 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
     criterion = MultiBoxLoss(model.priors.variances, LossConfig(cfg.neg_pos_ratio, cfg.loc_weight))
     priors = prior_boxes(model.priors, cfg.image_size, cfg.image_size).to(dev)
     start, best = 0, -1.0
-    tracker = MetricsTracker(out_dir)
+    tracker = MetricsTracker(out_dir, ckpt["metrics"] if ckpt else None)
     if ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         start, best = ckpt["epoch"], ckpt["best_map"]
-        tracker.history = list(ckpt["metrics"])
         say(f"resumed from {resume} at epoch {start}")
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
