@@ -15,7 +15,7 @@ import featherface
 from featherface import paths
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
 from toolchain.backends.torch_backend import TorchRunner
-from toolchain.evaluate import evaluate_folder
+from toolchain.measuring.evaluate import evaluate_folder
 from toolchain.stages.calibrate import calibrate_onnx
 from toolchain.stages.export import export_onnx
 from toolchain.stages.quantize import quantize_onnx

@@ -8,7 +8,7 @@ import numpy as np
 
 from featherface.errors import FeatherFaceError, ImageError
 from featherface.preprocess import list_images, preprocess, read_image
-from toolchain.artifacts import sha256_file, write_json
+from toolchain.building.artifacts import sha256_file, write_json
 
 
 @dataclass

@@ -20,8 +20,8 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from calibration.dataset import CalibrationSet
 from calibration.reader import CalibrationReader
 from featherface.errors import ArtifactError
-from toolchain.artifacts import atomic_output
-from toolchain.metadata import get_metadata, load_onnx, set_metadata
+from toolchain.building.artifacts import atomic_output
+from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}

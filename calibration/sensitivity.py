@@ -15,7 +15,7 @@ from onnxruntime.quantization.qdq_loss_debug import (collect_activations, comput
 
 from calibration.dataset import CalibrationSet
 from calibration.reader import CalibrationReader
-from toolchain.metadata import load_onnx
+from toolchain.building.metadata import load_onnx
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from featherface.errors import ArtifactError
-from toolchain.artifacts import write_text
+from toolchain.building.artifacts import write_text
 
 ALGORITHM = "EntropyCalibration2"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.dataset import CalibrationSet
-from toolchain.artifacts import write_bytes
+from toolchain.building.artifacts import write_bytes
 
 
 def entropy_calibrator(calib: CalibrationSet, cache: str | Path, batch_size: int = 1):

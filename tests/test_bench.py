@@ -10,10 +10,10 @@ from click.testing import CliRunner
 import featherface
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
 from toolchain.backends.torch_backend import TorchRunner
-from toolchain.bench import Skip, Stage, bench_model
+from toolchain.measuring.bench import Skip, Stage, bench_model
 from toolchain.cli import main
-from toolchain.report import write_report
-from toolchain.timing import LatencyStats, interleaved_latency
+from toolchain.measuring.report import write_report
+from toolchain.measuring.timing import LatencyStats, interleaved_latency
 
 from .conftest import V1_WEIGHTS
 

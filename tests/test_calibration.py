@@ -12,8 +12,8 @@ from calibration.tensorrt_cache import (decode_scale, encode_scale, read_trt_cac
                                         trt_version_tag, write_trt_cache)
 from featherface.errors import ArtifactError, FeatherFaceError
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-from toolchain.compare import compare_runners, sample_batches
-from toolchain.metadata import get_metadata, load_onnx
+from toolchain.measuring.compare import compare_runners, sample_batches
+from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.stages.calibrate import calibrate_onnx
 from toolchain.stages.quantize import fp16_onnx, quantize_onnx
 

@@ -11,11 +11,11 @@ from torchvision.ops import box_iou
 
 from featherface.errors import ArtifactError
 from toolchain.backends.tensorrt_backend import build_config, build_script, tensorrt_missing, trtexec_argv
-from toolchain.build import build_target
+from toolchain.building.chain import build_target
 from toolchain.stages.bundle import verify_bundle
 from toolchain.stages.engine import build_engine
 from toolchain.runtime.featherface_runtime import BundleError, FaceDetector, check_engine_info
-from toolchain.targets import load_target
+from toolchain.building.targets import load_target
 
 from .conftest import CALIB, V1_WEIGHTS, VAL
 
@@ -168,7 +168,7 @@ def test_tensorrt_kit_without_tensorrt(tmp_path, v1_onnx):
 def test_tensorrt_engine_builds_and_matches_onnxruntime(tmp_path, v1_onnx):
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
     from toolchain.backends.tensorrt_backend import TensorRTRunner
-    from toolchain.compare import compare_runners, sample_batches
+    from toolchain.measuring.compare import compare_runners, sample_batches
 
     result = build_engine(load_target("x86-cuda"), "fp32", {"fp32": v1_onnx.path}, tmp_path)
     assert result.kind == "tensorrt-engine" and (tmp_path / "timing.cache").is_file()

@@ -7,7 +7,7 @@ from featherface.errors import WeightsError
 from featherface.layers import ChannelShuffle, same_max_pool_3x3_s2
 from featherface.weights import load_weights
 from tests.conftest import RF_WEIGHTS, V1_WEIGHTS
-from toolchain.validate import params_without_gradient
+from toolchain.measuring.validate import params_without_gradient
 
 
 def test_parameter_counts():

@@ -1,7 +1,7 @@
 import pytest
 
 from featherface.errors import ConfigError
-from toolchain.targets import list_targets, load_target
+from toolchain.building.targets import list_targets, load_target
 
 GOOD = """name = "t"
 description = "d"

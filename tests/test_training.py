@@ -83,7 +83,7 @@ def finetune(tmp_path_factory, small_val):
 
 def test_finetune_writes_checkpoints_and_metrics_and_keeps_accuracy(finetune, small_val):
     from toolchain.backends.torch_backend import load_torch_runner
-    from toolchain.evaluate import evaluate_folder
+    from toolchain.measuring.evaluate import evaluate_folder
 
     out, result = finetune
     assert not result.interrupted and result.epochs_done == 2

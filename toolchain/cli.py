@@ -13,7 +13,7 @@ from featherface.errors import FeatherFaceError
 from featherface.postprocess import Detections, PostprocessConfig
 from featherface.preprocess import list_images
 from toolchain import __version__
-from toolchain.artifacts import write_bytes, write_json
+from toolchain.building.artifacts import write_bytes, write_json
 from toolchain.backends.base import Runner
 
 
@@ -83,7 +83,7 @@ def _add(options):
 @click.option("--save-preds", type=click.Path(path_type=Path), help="Write WIDER submission files here.")
 def eval_cmd(model, weights, backend, onnx, threads, data, json_out, save_preds) -> None:
     """WIDER FACE easy/medium/hard AP on a folder (official protocol, original image sizes)."""
-    from toolchain.evaluate import evaluate_folder
+    from toolchain.measuring.evaluate import evaluate_folder
 
     runner = _runner(model, weights, backend, onnx, threads)
     data = data or paths.default_val_dir()
@@ -128,7 +128,7 @@ def _annotate(image: np.ndarray, dets: Detections) -> np.ndarray:
 def detect_cmd(model, weights, backend, onnx, threads, source, out, score_threshold, nms_threshold) -> None:
     """Detect faces in an image or a folder; writes <name>.json and an annotated <name>.jpg per image."""
     from featherface.preprocess import read_image
-    from toolchain.inference import detect_array
+    from toolchain.backends.inference import detect_array
 
     runner = _runner(model, weights, backend, onnx, threads)
     config = PostprocessConfig(score_threshold=score_threshold, nms_threshold=nms_threshold)
@@ -153,7 +153,7 @@ def detect_cmd(model, weights, backend, onnx, threads, source, out, score_thresh
 @click.option("--batches", default="1,4", show_default=True)
 def validate_cmd(model, weights, sizes, batches) -> None:
     """Parameter count, forward at several sizes/batches, gradient flow; exit 1 on any failure."""
-    from toolchain.validate import validate_model
+    from toolchain.measuring.validate import validate_model
 
     report = validate_model(model, weights, tuple(int(s) for s in sizes.split(",")),
                             tuple(int(b) for b in batches.split(",")))
@@ -185,7 +185,7 @@ def validate_cmd(model, weights, sizes, batches) -> None:
 def export_cmd(model, weights, out, target, opset, lowering, check_images, no_check) -> None:
     """Export to dynamic ONNX and prove it equal to PyTorch on real images at several shapes."""
     from toolchain.stages.export import export_onnx
-    from toolchain.targets import load_target
+    from toolchain.building.targets import load_target
 
     profile = load_target(target) if target else None
     opset = opset or (profile.opset if profile else 20)
@@ -275,8 +275,8 @@ def quantize_cmd(src, out, precision, cache, images, activations, threshold_db) 
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads recorded in the bundle.")
 def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads) -> None:
     """The whole chain for a target: export → simplify → calibrate → quantize → engine → bundle."""
-    from toolchain.build import build_target
-    from toolchain.targets import load_target
+    from toolchain.building.chain import build_target
+    from toolchain.building.targets import load_target
 
     profile = load_target(target)
     weights = _weights_for(model, weights)
@@ -391,10 +391,10 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
 
     import cv2
 
-    from toolchain.bench import STAGES, Stage, bench_model, default_stages, environment, table
-    from toolchain.peers import YuNet
-    from toolchain.build import prepare_artifacts
-    from toolchain.targets import load_target
+    from toolchain.measuring.bench import STAGES, Stage, bench_model, default_stages, environment, table
+    from toolchain.measuring.peers import YuNet
+    from toolchain.building.chain import prepare_artifacts
+    from toolchain.building.targets import load_target
 
     if weights is not None and len(models) > 1:
         raise click.UsageError("--weights goes with a single --model")
@@ -432,7 +432,7 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
     if json_out:
         write_json(json_out, {"environment": env, "stages": [r.as_json() for r in rows]})
     if report:
-        from toolchain.report import write_report
+        from toolchain.measuring.report import write_report
 
         click.echo(f"report: {write_report(rows, env, report)}")
 

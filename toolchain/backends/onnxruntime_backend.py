@@ -6,7 +6,7 @@ import onnxruntime as ort
 
 from featherface.errors import ArtifactError, first_line
 from toolchain.backends.base import OUTPUT_NAMES, Runner
-from toolchain.metadata import get_metadata, load_onnx, priors_from
+from toolchain.building.metadata import get_metadata, load_onnx, priors_from
 
 
 def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:

@@ -14,7 +14,7 @@ import numpy as np
 from featherface.errors import ArtifactError, first_line
 from featherface.priors import PriorConfig
 from toolchain.backends.base import Runner
-from toolchain.targets import Target, version_tuple
+from toolchain.building.targets import Target, version_tuple
 
 ENGINE = "model.engine"
 TIMING_CACHE = "timing.cache"

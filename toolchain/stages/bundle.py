@@ -10,9 +10,9 @@ from pathlib import Path
 from featherface.errors import ArtifactError
 from featherface.postprocess import PostprocessConfig
 from toolchain import __version__
-from toolchain.artifacts import sha256_file, write_json
+from toolchain.building.artifacts import sha256_file, write_json
 from toolchain.stages.engine import EngineResult
-from toolchain.targets import Target, version_tuple
+from toolchain.building.targets import Target, version_tuple
 
 FORMAT = 1
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"

@@ -8,9 +8,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolchain.artifacts import write_json, write_text
+from toolchain.building.artifacts import write_json, write_text
 from toolchain.backends.tensorrt_backend import ENGINE, build_config, build_script, tensorrt_missing
-from toolchain.targets import Target
+from toolchain.building.targets import Target
 
 KIT_DIR = Path(__file__).resolve().parent.parent / "kit"
 KIT_ONNX = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}

@@ -11,13 +11,13 @@ import featherface
 from featherface import preprocess as pre
 from featherface.errors import ArtifactError
 from toolchain import __version__
-from toolchain.artifacts import atomic_output, sha256_file
+from toolchain.building.artifacts import atomic_output, sha256_file
 from toolchain.backends.base import OUTPUT_NAMES
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
 from toolchain.backends.torch_backend import TorchRunner
-from toolchain.compare import FP32_TOLERANCES, Comparison, compare_runners, sample_batches, worst_violation
-from toolchain.lowering import dcn_lowering
-from toolchain.metadata import set_metadata
+from toolchain.measuring.compare import FP32_TOLERANCES, Comparison, compare_runners, sample_batches, worst_violation
+from toolchain.building.lowering import dcn_lowering
+from toolchain.building.metadata import set_metadata
 
 
 @dataclass

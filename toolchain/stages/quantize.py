@@ -13,8 +13,8 @@ from typing import Callable
 from calibration.dataset import build_calibration_set
 from calibration.quantize import convert_fp16, quantize_int8, read_ranges, sensitive_nodes
 from calibration.sensitivity import TensorNoise, convs_touching, tensor_noise
-from toolchain.artifacts import atomic_output
-from toolchain.metadata import load_onnx
+from toolchain.building.artifacts import atomic_output
+from toolchain.building.metadata import load_onnx
 
 NOISE_IMAGES = 8
 

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import onnxsim
 
 from featherface.errors import first_line
-from toolchain.artifacts import atomic_output
+from toolchain.building.artifacts import atomic_output
 from toolchain.backends.onnxruntime_backend import session_options
-from toolchain.compare import FP32_TOLERANCES, tensor_drift
-from toolchain.metadata import load_onnx, set_metadata
+from toolchain.measuring.compare import FP32_TOLERANCES, tensor_drift
+from toolchain.building.metadata import load_onnx, set_metadata
 
 CHECK_SHAPES = ((1, 3, 320, 320), (2, 3, 480, 640))
 

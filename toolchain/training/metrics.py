@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from toolchain.artifacts import write_bytes, write_text  # noqa: E402
+from toolchain.building.artifacts import write_bytes, write_text  # noqa: E402
 
 COLUMNS = ("epoch", "loss", "loss_loc", "loss_conf", "loss_landm", "lr", "easy", "medium", "hard", "epoch_time_s",
            "images_per_s", "gpu_mem_peak_mb")

@@ -26,7 +26,7 @@ from featherface.loss import LossConfig, MultiBoxLoss
 from featherface.priors import prior_boxes
 from featherface.weights import read_state_dict
 from toolchain import __version__
-from toolchain.artifacts import atomic_output
+from toolchain.building.artifacts import atomic_output
 from toolchain.training.config import TrainConfig
 from toolchain.training.metrics import MetricsTracker
 
@@ -278,7 +278,7 @@ def _stop_requested(stop: _Stop, world: int, dev: torch.device) -> bool:
 
 def _evaluate(model: torch.nn.Module, val_dir: Path, dev: torch.device) -> dict:
     from toolchain.backends.torch_backend import TorchRunner
-    from toolchain.evaluate import evaluate_folder
+    from toolchain.measuring.evaluate import evaluate_folder
 
     model.eval()
     ap = evaluate_folder(TorchRunner(model, str(dev)), val_dir).ap

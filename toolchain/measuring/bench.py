@@ -20,10 +20,10 @@ from featherface.errors import describe
 from featherface.preprocess import list_images, preprocess, read_image
 from featherface.postprocess import Detections, PostprocessConfig
 from toolchain.backends.base import Runner
-from toolchain.compare import compare_runners, detection_f1
-from toolchain.evaluate import evaluate_detector, evaluate_folder
-from toolchain.inference import detect_array
-from toolchain.timing import LatencyStats, interleaved_latency
+from toolchain.measuring.compare import compare_runners, detection_f1
+from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
+from toolchain.backends.inference import detect_array
+from toolchain.measuring.timing import LatencyStats, interleaved_latency
 
 STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "onnx-fp16", "onnx-int8",
           "tensorrt-fp16", "tensorrt-int8")
@@ -111,7 +111,7 @@ def _gpu_stage(make: Callable[[], Runner]) -> Callable[[], Runner]:
 
 
 def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: Path) -> list[Stage]:
-    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.build.prepare_artifacts``."""
+    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.building.chain.prepare_artifacts``."""
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
     from toolchain.backends.tensorrt_backend import TensorRTRunner, tensorrt_missing
     from toolchain.backends.torch_backend import TorchRunner
@@ -130,7 +130,7 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             if missing:
                 raise Skip(f"TensorRT: {missing}")
             from toolchain.stages.engine import build_engine
-            from toolchain.targets import load_target
+            from toolchain.building.targets import load_target
 
             folder = trt_dir / precision
             folder.mkdir(parents=True, exist_ok=True)

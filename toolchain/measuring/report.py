@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from toolchain.artifacts import write_bytes, write_text  # noqa: E402
-from toolchain.bench import SETTINGS, StageResult, table  # noqa: E402
+from toolchain.building.artifacts import write_bytes, write_text  # noqa: E402
+from toolchain.measuring.bench import SETTINGS, StageResult, table  # noqa: E402
 
 
 def _png(fig) -> bytes:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from featherface.errors import ArtifactError, ConfigError
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 LOWERINGS = ("native", "decomposed")

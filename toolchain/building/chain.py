@@ -12,11 +12,11 @@ from typing import Callable
 
 import featherface
 from toolchain import __version__
-from toolchain.artifacts import sha256_file
-from toolchain.metadata import get_metadata, load_onnx
+from toolchain.building.artifacts import sha256_file
+from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.stages.bundle import write_bundle
 from toolchain.stages.engine import build_engine
-from toolchain.targets import Target
+from toolchain.building.targets import Target
 
 Echo = Callable[[str], None]
 
@@ -186,7 +186,7 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
     --fp16). An implicit-INT8 TensorRT build has no INT8 graph to measure, so nothing is claimed.
     """
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.evaluate import evaluate_folder
+    from toolchain.measuring.evaluate import evaluate_folder
 
     graph = onnx.get(precision)
     if graph is None:

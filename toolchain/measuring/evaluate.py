@@ -8,9 +8,9 @@ from featherface.errors import FeatherFaceError
 from featherface.evaluation import EvalResult, evaluate, load_ground_truth
 from featherface.postprocess import Detections, PostprocessConfig
 from featherface.preprocess import list_images, read_image
-from toolchain.artifacts import write_text
+from toolchain.building.artifacts import write_text
 from toolchain.backends.base import Runner
-from toolchain.inference import detect_array
+from toolchain.backends.inference import detect_array
 
 
 def wider_rows(dets: Detections) -> np.ndarray:

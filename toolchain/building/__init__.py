@@ -1,0 +1,1 @@
+"""Building: target profiles, ONNX metadata, atomic artifacts, DCN lowerings and the make-like chain."""

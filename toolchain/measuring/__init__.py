@@ -1,0 +1,1 @@
+"""Measuring: evaluation, comparison against the PyTorch reference, timing, bench and its report."""
