@@ -6,6 +6,7 @@ from toolchain.building.targets import list_targets, load_target
 GOOD = """name = "t"
 description = "d"
 runtime = "tensorrt"
+platform = "jetson"
 min_runtime_version = "10.3"
 precisions = ["fp16", "int8"]
 default_precision = "fp16"
@@ -25,7 +26,7 @@ def test_shipped_targets_load():
     assert {"cpu", "x86-cuda", "jetson-orin", "jetson-xavier", "jetson-nano"} <= set(names)
     for name in names:
         target = load_target(name)
-        assert target.name == name
+        assert target.name == ("jetson-orin" if name == "jetson" else name)  # jetson is an alias
     assert load_target("jetson-xavier").dcn_lowering == "decomposed"
     assert load_target("jetson-nano").precisions == ("fp16",)
     assert load_target("jetson-xavier").int8.mode == "calibrator"
@@ -49,6 +50,11 @@ def test_shipped_targets_load():
     (lambda s: s.replace('"10.3"', '"11.0"') + '\n[int8]\nmode = "calibrator"\n', "TensorRT 11 removed"),
     (lambda s: s + '\n[int8]\nmethod = "kl"\n', "'int8.method' must be one of"),
     (lambda s: s + '\n[int8]\nimages = "all"\n', "'int8.images' must be int"),
+    (lambda s: s.replace('platform = "jetson"\n', ""), "must name its 'platform'"),
+    (lambda s: s.replace('platform = "jetson"', 'platform = "arm"'), "'platform' must be one of"),
+    (lambda s: s.replace("opset = 19", "opset = 12"), "out of range 13–23"),
+    (lambda s: 'alias = "jetson-orin"\n' + s, "an alias takes only 'alias' and 'description'"),
+    (lambda s: 'alias = "mars"\n', "'alias' must name a target profile"),
 ])
 def test_bad_target_files_are_rejected_with_the_file_name(tmp_path, change, message):
     path = tmp_path / "bad.toml"

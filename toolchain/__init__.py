@@ -1,2 +1,2 @@
 """FeatherFace edge toolchain: export, simplify, quantize, build engines, bundle and benchmark."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -94,6 +94,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     inputs are unchanged."""
     from toolchain.stages.calibrate import calibrate_onnx
     from toolchain.stages.export import export_onnx
+    from toolchain.stages.opset import convert_opset
     from toolchain.stages.quantize import fp16_onnx
     from toolchain.stages.simplify import simplify_onnx
 
@@ -102,17 +103,22 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     cache.mkdir(parents=True, exist_ok=True)
     steps = _Steps(cache, echo)
     weights_sha = sha256_file(weights)
-    exported = steps.file("export", {"model": model, "weights": weights_sha, "opset": target.opset,
+    exported = steps.file("export", {"model": model, "weights": weights_sha, "opset": target.export_opset,
                                      "lowering": target.dcn_lowering, "toolchain": __version__}, ".onnx",
-                          lambda out: export_onnx(model, weights, out, target.dcn_lowering, target.opset,
+                          lambda out: export_onnx(model, weights, out, target.dcn_lowering, target.export_opset,
                                                   calib_dir / "images"))
     simplified = steps.file("simplify", {"onnx": sha256_file(exported)}, ".onnx",
                             lambda out: simplify_onnx(exported, out))
+    if target.opset < target.export_opset:  # TensorRT 8.x parsers: the same graph at their opset
+        source = simplified
+        simplified = steps.file("opset", {"onnx": sha256_file(source), "opset": target.opset,
+                                          "toolchain": __version__}, ".onnx",
+                                lambda out: convert_opset(source, out, target.opset, weights, calib_dir / "images"))
     onnx = {"fp32": simplified}
     sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
     trt_cache = None
     if "fp16" in precisions:
-        onnx["fp16"] = steps.file("fp16", {"onnx": sources["onnx_sha256"]}, ".onnx",
+        onnx["fp16"] = steps.file("fp16", {"onnx": sources["onnx_sha256"], "toolchain": __version__}, ".onnx",
                                   lambda out: fp16_onnx(simplified, out))
     if "int8" in precisions:
         settings = target.int8
@@ -137,9 +143,15 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         if not (target.is_tensorrt and settings.mode == "calibrator"):
             cache_file = calib / f"calib-{settings.method}.json"
             onnx["int8"] = steps.file(
-                "int8", {"onnx": sources["onnx_sha256"], "ranges": sha256_file(cache_file),
+                "int8", {"onnx": sources["onnx_sha256"], "toolchain": __version__, "ranges": sha256_file(cache_file),
                          "activations": settings.activations, "threshold": settings.noise_threshold_db}, ".onnx",
                 lambda out: _quantize(simplified, cache_file, out, settings, images, echo))
+            if target.is_tensorrt and target.platform == "x86_64":
+                # TensorRT 11 (x86 only: it has no JetPack release) is strongly typed and would run everything
+                # outside the Q/DQ convolutions in FP32 as written; its graph carries the float part in FP16.
+                int8 = onnx["int8"]
+                onnx["int8-fp16"] = steps.file("int8-fp16", {"onnx": sha256_file(int8), "toolchain": __version__},
+                                               ".onnx", lambda out: fp16_onnx(int8, out))
     return Artifacts(onnx, exported, sources, trt_cache, steps.done)
 
 
@@ -155,7 +167,8 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
     try:
         echo(f"[engine] {target.name} ({target.runtime}, {precision})")
         engine = build_engine(target, precision, onnx, tmp, artifacts.trt_cache, threads)
-        accuracy = _accuracy(onnx, precision, engine.onnx, val_dir, echo) if val_dir else None
+        profile = {"min": target.profile.min, "opt": target.profile.opt, "max": target.profile.max}
+        accuracy = _accuracy(onnx, precision, engine.onnx, val_dir, profile, echo) if val_dir else None
         meta = get_metadata(load_onnx(onnx['fp32']))
         manifest = write_bundle(tmp, model, target, precision, engine, meta, sources, accuracy)
         old = bundle.with_name(f".{bundle.name}.old")
@@ -179,20 +192,32 @@ def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, 
     echo(f"  kept {len(report.kept_fp32)} of {report.convs} convolutions in FP32")
 
 
-def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path, echo: Echo) -> dict | None:
-    """Val AP of the ONNX graph of ``precision`` (shipped as ``shipped``) vs the FP32 ONNX, in ONNX Runtime.
+def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path, profile: dict,
+              echo: Echo) -> dict | None:
+    """Val AP of the ONNX graph of ``precision`` (shipped as ``shipped``) vs the FP32 ONNX, in ONNX Runtime, at
+    the images' own sizes and under the runtime's input policy for the target's ``profile``.
 
     For TensorRT FP16 that is the FP16 graph TensorRT 11 builds (TensorRT ≤ 10 lowers the FP32 graph with
     --fp16). An implicit-INT8 TensorRT build has no INT8 graph to measure, so nothing is claimed.
     """
+    from toolchain.backends.inference import detect_in_profile
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.measuring.evaluate import evaluate_folder
+    from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
 
     graph = onnx.get(precision)
     if graph is None:
         return None
     echo(f"[accuracy] {shipped} vs FP32 on {val_dir}")
-    ap = evaluate_folder(OnnxRuntimeRunner(graph), val_dir)
+    runner = OnnxRuntimeRunner(graph)
+    ap = evaluate_folder(runner, val_dir)
     ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if precision != "fp32" else ap
-    return {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
-            "images": ap.images, "graph": shipped, "backend": "onnxruntime-cpu"}
+    result = {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
+              "images": ap.images, "graph": shipped, "backend": "onnxruntime-cpu"}
+    echo(f"[accuracy] {shipped} under the runtime's input policy (fitted into {profile['max']})")
+    deployed = evaluate_detector(lambda image: detect_in_profile(runner, image, profile), val_dir)
+    result["deployed"] = {"ap": deployed.ap, "delta": {k: deployed.ap[k] - ref.ap[k] for k in ap.ap},
+                          "profile": profile}
+    if "int8-fp16" in onnx and precision == "int8":  # what TensorRT 11 builds: the float part in FP16
+        typed = evaluate_folder(OnnxRuntimeRunner(onnx["int8-fp16"]), val_dir)
+        result["tensorrt11_graph"] = {"ap": typed.ap, "delta": {k: typed.ap[k] - ref.ap[k] for k in ap.ap}}
+    return result

@@ -9,6 +9,8 @@ TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 LOWERINGS = ("native", "decomposed")
+PLATFORMS = ("any", "jetson", "x86_64")  # where an engine for the target can be built: only on the target itself
+EXPORT_MIN_OPSET = 18  # what the exporter writes; lower target opsets are reached by the opset stage
 INT8_MODES = ("qdq", "calibrator")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -46,6 +48,7 @@ class Target:
     dcn_lowering: str
     workspace_mb: int
     profile: Profile
+    platform: str = "any"
     dla_core: int | None = None
     gpu_fallback: bool = False
     int8: Int8Settings = Int8Settings()
@@ -55,6 +58,11 @@ class Target:
     def is_tensorrt(self) -> bool:
         return self.runtime == "tensorrt"
 
+    @property
+    def export_opset(self) -> int:
+        """The opset the exporter writes for this target; below 18 the opset stage converts it down."""
+        return max(self.opset, EXPORT_MIN_OPSET)
+
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise ArtifactError(f"{self.path}: precision '{precision}' is not offered by target '{self.name}' "
@@ -63,8 +71,8 @@ class Target:
 
 _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": str, "precisions": list,
         "default_precision": str, "opset": int, "dcn_lowering": str, "workspace_mb": int, "profile": dict,
-        "dla": dict, "int8": dict}
-_REQUIRED = set(_TOP) - {"dla", "int8"}
+        "dla": dict, "int8": dict, "platform": str, "alias": str}
+_REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias"}
 _DLA = {"core": int, "gpu_fallback": bool}
 _INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float}
 
@@ -101,6 +109,8 @@ def parse_target(path: Path) -> Target:
     except tomllib.TOMLDecodeError as exc:
         raise _fail(path, f"invalid TOML ({exc})") from None
     _typed(path, data, _TOP, "")
+    if "alias" in data:
+        return _alias(path, data)
     missing = sorted(_REQUIRED - set(data))
     if missing:
         raise _fail(path, f"missing key(s): {', '.join(missing)}")
@@ -113,8 +123,14 @@ def parse_target(path: Path) -> Target:
         raise _fail(path, f"'default_precision' {data['default_precision']!r} is not in 'precisions'")
     if data["dcn_lowering"] not in LOWERINGS:
         raise _fail(path, f"'dcn_lowering' must be one of {', '.join(LOWERINGS)}")
-    if not 18 <= data["opset"] <= 23:
-        raise _fail(path, f"'opset' {data['opset']} is out of range 18–23 (what the exporter writes)")
+    if not 13 <= data["opset"] <= 23:
+        raise _fail(path, f"'opset' {data['opset']} is out of range 13–23 (the exporter writes 18–23; "
+                          "13–17 are reached by converting down)")
+    platform = data.get("platform", "any")
+    if platform not in PLATFORMS:
+        raise _fail(path, f"'platform' must be one of {', '.join(PLATFORMS)}, got '{platform}'")
+    if data["runtime"] == "tensorrt" and platform == "any":
+        raise _fail(path, "a TensorRT target must name its 'platform' (jetson or x86_64): engines are not portable")
     if data["dcn_lowering"] == "native" and data["opset"] < 19:
         raise _fail(path, "'dcn_lowering = \"native\"' needs opset ≥ 19 (ONNX DeformConv)")
     if data["workspace_mb"] <= 0:
@@ -132,8 +148,19 @@ def parse_target(path: Path) -> Target:
     int8 = _int8(path, data.get("int8", {}), data["runtime"], data["min_runtime_version"])
     return Target(data["name"], data["description"], data["runtime"], data["min_runtime_version"],
                   tuple(data["precisions"]), data["default_precision"], data["opset"], data["dcn_lowering"],
-                  data["workspace_mb"], Profile(lo, opt, hi), dla.get("core"), dla.get("gpu_fallback", False),
-                  int8, path)
+                  data["workspace_mb"], Profile(lo, opt, hi), platform, dla.get("core"),
+                  dla.get("gpu_fallback", False), int8, path)
+
+
+def _alias(path: Path, data: dict) -> Target:
+    """A file holding only ``alias`` (and a description) names another profile, e.g. ``jetson``."""
+    extra = sorted(set(data) - {"alias", "description"})
+    if extra:
+        raise _fail(path, f"an alias takes only 'alias' and 'description' (found {', '.join(extra)})")
+    aliased = TARGETS_DIR / f"{data['alias']}.toml"
+    if not aliased.is_file() or "alias" in tomllib.loads(aliased.read_text()):
+        raise _fail(path, f"'alias' must name a target profile that is not itself an alias, got '{data['alias']}'")
+    return parse_target(aliased)
 
 
 def _int8(path: Path, table: dict, runtime: str, min_version: str) -> Int8Settings:
@@ -166,6 +193,15 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 def list_targets() -> list[str]:
     return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def describe_targets() -> str:
+    """One line per profile for --help: an alias shows what it stands for."""
+    lines = []
+    for name in list_targets():
+        data = tomllib.loads((TARGETS_DIR / f"{name}.toml").read_text())
+        lines.append(f"{name} (= {data['alias']})" if "alias" in data else name)
+    return ", ".join(lines)
 
 
 def load_target(name_or_path: str | Path) -> Target:
