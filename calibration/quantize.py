@@ -35,6 +35,7 @@ ACTIVATIONS = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
 QUANTIZED_OPS = ["Conv"]
 # Numerically sensitive ops left in FP32 in the FP16 graph (softmax probabilities, sampling offsets).
 FP16_KEEP_FP32_OPS = ["Softmax", "DeformConv", "GatherElements", "ReduceMax"]
+SHAPE_ONLY_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Transpose", "Flatten", "Expand", "Identity"}
 
 
 @contextlib.contextmanager
@@ -124,7 +125,10 @@ def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, ac
             activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8, nodes_to_exclude=keep,
             op_types_to_quantize=QUANTIZED_OPS,
             calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
+            # QuantizeBias=False: biases stay float. TensorRT's IDequantizeLayer takes INT8/FP8/INT4 input only,
+            # so an INT32 bias behind a DequantizeLinear fails to parse (onnx/onnx-tensorrt#850).
+            extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True,
+                           "QuantizeBias": False},
         )
         quantized = onnx.load(str(raw))
     set_metadata(quantized, dict(get_metadata(model), precision="int8",
@@ -135,15 +139,82 @@ def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, ac
     return out
 
 
+def index_math_nodes(model: onnx.ModelProto) -> list[str]:
+    """Float nodes that compute sampling positions and gather indices (the decomposed DCN lowering).
+
+    They start at a float ``Range`` (pixel coordinates) and run until the values are bounded: an integer
+    ``Cast`` (gather index) or a product with sampled data. FP16 holds integers exactly only up to 2048 and
+    ONNX Runtime has no FP16 ``Range``, so these stay FP32; the sampled data and the matmul go FP16.
+    """
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    gathered = {o for n in graph.node if n.op_type == "GatherElements" for o in n.output}
+    queue = deque(gathered)
+    while queue:  # sampled data, through shape-only ops, up to the product with the bilinear weights
+        for node in consumers.get(queue.popleft(), []):
+            if node.op_type in SHAPE_ONLY_OPS and node.output[0] not in gathered:
+                gathered.add(node.output[0])
+                queue.append(node.output[0])
+    seeds = [n for n in graph.node if n.op_type == "Range"]
+    keep, queue = {n.name for n in seeds}, deque(o for n in seeds for o in n.output)
+    while queue:
+        for node in consumers.get(queue.popleft(), []):
+            if node.name in keep or node.op_type in ("GatherElements", "MatMul") or gathered & set(node.input):
+                continue
+            keep.add(node.name)
+            queue.extend(node.output)
+    return [n.name for n in graph.node if n.name in keep]
+
+
+def _drop_round_trips(model: onnx.ModelProto, fp32_nodes: set[str], fp32_ops: list[str]) -> onnx.ModelProto:
+    """Wire FP32 → FP16 → FP32 cast pairs back to the FP32 tensor.
+
+    The converter casts every output of a blocked node (``fp32_nodes``, ``fp32_ops``) to FP16 and back in front
+    of the next blocked one, which would round index math to FP16 between two FP32 nodes.
+    """
+    fp32 = {o for n in model.graph.node if n.name in fp32_nodes or n.op_type in fp32_ops for o in n.output}
+    fp32 |= {v.name for v in model.graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    cast_to = {node.name: next((a.i for a in node.attribute if a.name == "to"), None)
+               for node in model.graph.node if node.op_type == "Cast"}
+    replace = {}
+    for node in model.graph.node:
+        if cast_to.get(node.name) != onnx.TensorProto.FLOAT:
+            continue
+        half = producer.get(node.input[0])
+        if half is not None and cast_to.get(half.name) == onnx.TensorProto.FLOAT16 and half.input[0] in fp32:
+            replace[node.output[0]] = half.input[0]
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in replace:
+                node.input[i] = replace[name]
+    outputs = {o.name for o in model.graph.output}
+    used = {name for node in model.graph.node for name in node.input} | outputs
+    while True:  # drop the casts nothing reads any more
+        dead = [n for n in model.graph.node if n.op_type == "Cast" and not set(n.output) & used]
+        if not dead:
+            return model
+        for node in dead:
+            model.graph.node.remove(node)
+        used = {name for node in model.graph.node for name in node.input} | outputs
+
+
 def convert_fp16(model_path: str | Path, out: str | Path) -> Path:
-    """FP16 weights and activations with FP32 inputs/outputs; sensitive ops stay FP32 behind casts."""
+    """FP16 weights and activations with FP32 inputs/outputs; sensitive ops and index math stay FP32 behind
+    casts (their node names are recorded as ``fp32_nodes`` so TensorRT ≤ 10 can be told the same)."""
     model = load_onnx(model_path)
     meta = get_metadata(model)
-    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
+    index_nodes = index_math_nodes(model)
+    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS,
+                                    node_block_list=index_nodes)
+    half = _drop_round_trips(half, set(index_nodes), FP16_KEEP_FP32_OPS)
     half_ir = onnx_ir.from_proto(half)
     half_ir.graph.sort()  # the converter appends its input casts after their consumers
     half = onnx_ir.to_proto(half_ir)
-    set_metadata(half, dict(meta, precision="fp16", fp32_ops=FP16_KEEP_FP32_OPS))
+    set_metadata(half, dict(meta, precision="fp16", fp32_ops=FP16_KEEP_FP32_OPS, fp32_nodes=index_nodes))
     with atomic_output(out) as tmp_path:
         onnx.save(half, str(tmp_path))
     return Path(out)

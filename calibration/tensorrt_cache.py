@@ -11,14 +11,9 @@ import numpy as np
 
 from featherface.errors import ArtifactError
 from toolchain.building.artifacts import write_text
+from toolchain.kit.build_engine import trt_version_tag
 
 ALGORITHM = "EntropyCalibration2"
-
-
-def trt_version_tag(version: str) -> str:
-    """'8.5.2' → '8502', '10.3.0' → '100300': the number TensorRT prints in cache headers."""
-    parts = [int(p) for p in (version.split(".") + ["0", "0"])[:3]]
-    return str(parts[0] * (1000 if parts[0] < 10 else 10000) + parts[1] * 100 + parts[2])
 
 
 def encode_scale(scale: float) -> str:
