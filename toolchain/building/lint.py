@@ -1,0 +1,156 @@
+"""Lint an ONNX model against a target's TensorRT generation, on a CPU, before an engine build.
+
+Why: the TensorRT ONNX parser fails late (on the device, minutes into a build) or, worse, not at all — an
+opset-18 ReduceMean on 8.x silently reduces over the batch, an uneven opset-18 Split gets floor-sized chunks,
+FP16 index math rounds past 2048. Each rule below reads a cited fact from ``tensorrt_support`` so a model is
+checked against the oldest TensorRT the target promises (``min_runtime_version``), and a new fact is a table
+edit, not a code change. Only the main graph is walked: the FeatherFace exports have no subgraphs.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from featherface.errors import ArtifactError, first_line
+from toolchain.building.targets import Target
+from toolchain.building.tensorrt_support import DLA, Generation, generation
+
+GRAPH = "<graph>"
+_INTEGER_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
+                  TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
+_FP16_INDEX = "FP16 holds integers exactly only to 2048; do index math in FP32 or INT32/INT64"
+
+
+@dataclass(frozen=True)
+class Violation:
+    node: str
+    op: str
+    message: str
+    version: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}node '{self.node}' ({self.op}): {self.message} [TensorRT {self.version}]"
+
+
+def errors(violations: list[Violation]) -> list[Violation]:
+    """Only the violations that stop a build (warnings are DLA layers that fall back to the GPU)."""
+    return [v for v in violations if v.severity == "error"]
+
+
+def lint_file(path: str | Path, target: Target) -> list[Violation]:
+    """``lint_model`` on a file; an unreadable or invalid file is one ``ArtifactError`` line naming it."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # OSError, protobuf DecodeError, missing external data: all mean "unreadable"
+        raise ArtifactError(f"{path}: cannot read ONNX ({first_line(exc)})") from None
+    try:
+        return lint_model(model, target)
+    except onnx.checker.ValidationError as exc:
+        raise ArtifactError(f"{path}: invalid ONNX ({first_line(exc)})") from None
+
+
+def lint_model(model: onnx.ModelProto, target: Target) -> list[Violation]:
+    """Everything the target's TensorRT generation is known to reject, ignore or get wrong in ``model``.
+
+    ONNX Runtime targets only need a valid model (``onnx.checker``); TensorRT targets are checked against
+    ``generation(target.min_runtime_version)`` and, with a DLA core, against the DLA layer table."""
+    if target.runtime != "tensorrt":
+        onnx.checker.check_model(model)
+        return []
+    gen, version = generation(target.min_runtime_version), target.min_runtime_version
+    consts, types, producers = _graph_facts(model)
+    found: list[Violation] = []
+
+    def add(node: str, op: str, message: str, severity: str = "error") -> None:
+        found.append(Violation(node, op, message, version, severity))
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset > gen.max_opset:
+        add(GRAPH, "opset", f"opset {opset} is above the {gen.max_opset} this parser supports; "
+                            "it imports newer-opset nodes with its older rules")
+    for index, node in enumerate(model.graph.node):
+        name = node.name or (node.output[0] if node.output else f"#{index}")
+        for message in _node_problems(node, gen, consts, types, producers):
+            add(name, node.op_type, message)
+        if target.dla_core is not None and node.op_type not in DLA and node.op_type != "Constant":
+            if target.gpu_fallback:
+                add(name, node.op_type, f"runs on the GPU (DLA has no {node.op_type})", "warning")
+            else:
+                add(name, node.op_type, f"DLA has no {node.op_type} and gpu_fallback is off: the build fails")
+    profile = target.profile
+    if target.dla_core is not None and profile.min != profile.max:
+        add(GRAPH, "profile", f"DLA needs static shapes: profile min {profile.min} ≠ max {profile.max}")
+    return found
+
+
+def _node_problems(node: onnx.NodeProto, gen: Generation, consts: dict[str, np.ndarray],
+                   types: dict[str, int], producers: dict[str, str]) -> list[str]:
+    """Messages for one node; each rule is one fact of ``gen``."""
+    op, inputs = node.op_type, list(node.input)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    given = {i for i, name in enumerate(inputs) if name}  # optional inputs may be left out as ""
+    out: list[str] = []
+    if op == "DeformConv" and not gen.deform_conv:
+        return ['needs TensorRT ≥ 10.1; use dcn_lowering = "decomposed"']
+    if node.domain not in ("", "ai.onnx") or op not in gen.onnx_ops:
+        domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
+        return [f"{domain}{op} is not an operator the TensorRT {gen.name} ONNX parser imports"]
+    if op.startswith("Reduce") and op != "ReduceSum" and 1 in given:
+        if not gen.reduce_axes_input:
+            out.append("axes come as input 1 (opset 18): this parser ignores it and reduces over ALL "
+                       "dimensions, batch included; pass axes as an attribute (opset ≤ 17)")
+        elif inputs[1] not in consts:
+            out.append("axes input must be an initializer")
+    if op in ("QuantizeLinear", "DequantizeLinear") and 2 in given and inputs[2] in consts \
+            and np.any(consts[inputs[2]] != 0):
+        out.append("non-zero zero point: TensorRT takes only symmetric quantization")
+    if op == "DequantizeLinear" and producers.get(inputs[0]) != "QuantizeLinear":
+        dtype = TensorProto.DataType.Name(types.get(inputs[0], TensorProto.UNDEFINED))
+        if dtype != "UNDEFINED" and dtype not in gen.dq_input_types:
+            hint = " (keep a bias in float: do not quantize it to INT32)" if dtype == "INT32" else ""
+            out.append(f"input '{inputs[0]}' is {dtype}; TensorRT {gen.name} dequantizes only "
+                       f"{', '.join(sorted(gen.dq_input_types))}{hint}")
+    if op == "Range" and not gen.fp16_range and any(types.get(i) == TensorProto.FLOAT16 for i in inputs):
+        out.append(f"FLOAT16 Range is rejected by the importer; {_FP16_INDEX}")
+    if op == "Cast" and attrs.get("to") in _INTEGER_TYPES and types.get(inputs[0]) == TensorProto.FLOAT16:
+        out.append(f"casts FLOAT16 to {TensorProto.DataType.Name(attrs['to'])}: {_FP16_INDEX}")
+    if op == "Split" and "num_outputs" in attrs and not gen.split_num_outputs:
+        out.append("num_outputs (opset 18) is ignored: this parser splits into floor-sized chunks, "
+                   "so an uneven split gets wrong sizes; give the split sizes as input 1")
+    if op == "Pad" and 3 in given and not gen.pad_axes_input:
+        out.append("axes input (opset 18) is not supported by this parser; pad all axes instead")
+    if op == "Resize" and not gen.resize_opset18_attributes:
+        ignored = [k for k, default in (("antialias", 0), ("keep_aspect_ratio_policy", b"stretch"))
+                   if k in attrs and attrs[k] != default] + (["axes"] if "axes" in attrs else [])
+        if ignored:
+            out.append(f"{', '.join(ignored)} (opset 18) silently ignored by this parser")
+    return out
+
+
+def _graph_facts(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, str]]:
+    """Constant values (initializers, Constant nodes), element types (shape inference where it works) and
+    each tensor's producing op type."""
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    types = {t.name: t.data_type for t in graph.initializer}
+    producers = {}
+    for node in graph.node:
+        for name in node.output:
+            producers[name] = node.op_type
+        if node.op_type == "Constant" and node.output:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                consts[node.output[0]] = numpy_helper.to_array(value)
+                types[node.output[0]] = value.data_type
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # a graph inference cannot type is still linted with what it declares
+        inferred = graph
+    for info in (*inferred.input, *inferred.value_info, *inferred.output):
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
+            types.setdefault(info.name, info.type.tensor_type.elem_type)
+    return consts, types, producers
