@@ -1,1 +1,1 @@
-"""The torch-free runtime shipped inside bundles (numpy + onnxruntime, or tensorrt + pycuda)."""
+"""The torch-free runtime shipped inside bundles (numpy + onnxruntime, or tensorrt + cuda-python/pycuda)."""

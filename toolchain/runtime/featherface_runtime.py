@@ -1,19 +1,32 @@
-"""FeatherFace runtime for deployed bundles: numpy + onnxruntime (CPU) or tensorrt + pycuda (engines).
+"""FeatherFace runtime for deployed bundles: numpy + onnxruntime (CPU) or a TensorRT engine (Jetson, GPUs).
 
-No PyTorch. Reads ``manifest.json`` beside it (one folder up), checks the model file's sha256 before
-loading it, and reproduces the toolchain's decoding and NMS in numpy.
+No PyTorch. Runs on the oldest supported device Python (JetPack 4.6: Python 3.6), so no ``X | None`` or
+``tuple[...]`` annotations and no dataclasses. Reads ``manifest.json`` one folder up, checks the model's
+sha256 before loading it, fits each image into the engine's optimisation profile (letterbox; exact shape
+for static engines such as DLA) and maps the boxes back, then decodes and runs NMS in numpy.
 
     detector = FaceDetector("path/to/bundle")
     boxes, scores, landmarks = detector.detect(image_bgr)
+
+TensorRT API by generation (names checked per tag by tests/test_tensorrt_api.py):
+* ``BindingIO`` — TensorRT 8.2 (JetPack 4.6): the binding API, ``execute_async_v2``.
+* ``TensorIO`` — TensorRT ≥ 8.5 (JetPack 5, 6, x86): name-based tensors, ``execute_async_v3``.
+CUDA memory through cuda-python (what NVIDIA's own samples use from TensorRT 8.6) or pycuda.
 """
+import ctypes
 import hashlib
+import importlib.util
 import json
 import math
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 OUTPUTS = ("loc", "conf", "landms")
+# Generations by TensorRT version: (first version, class name). tests/test_tensorrt_api.py walks each class
+# and checks that it calls only names its generations have (NVIDIA/TensorRT python/src at each tag).
+TENSORRT_IO = ((8, 2), "BindingIO"), ((8, 5), "TensorIO")
 
 
 class BundleError(Exception):
@@ -22,7 +35,7 @@ class BundleError(Exception):
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(str(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -45,7 +58,7 @@ def prior_boxes(priors: dict, height: int, width: int) -> np.ndarray:
     return np.concatenate(levels).astype(np.float32)
 
 
-def decode(loc: np.ndarray, landms: np.ndarray, priors: np.ndarray, variances) -> tuple[np.ndarray, np.ndarray]:
+def decode(loc: np.ndarray, landms: np.ndarray, priors: np.ndarray, variances) -> Tuple[np.ndarray, np.ndarray]:
     """Offsets → (A, 4) corner boxes and (A, 10) landmarks, normalised to [0, 1]."""
     v0, v1 = np.float32(variances[0]), np.float32(variances[1])
     centers = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
@@ -73,6 +86,34 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+def fit_to_profile(height: int, width: int, profile: dict) -> Tuple[float, int, int]:
+    """(scale, padded height, padded width) that put an image into an optimisation profile.
+
+    Images inside [min, max] keep their size (what the toolchain evaluates); larger ones are scaled down
+    with their aspect ratio kept; smaller ones are padded (bottom/right) up to the minimum. A static
+    profile (min == max, e.g. DLA) always gets exactly that shape.
+    """
+    (_, min_h, min_w), (_, max_h, max_w) = profile["min"][-3:], profile["max"][-3:]
+    scale = min(1.0, max_h / height, max_w / width)
+    new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    return scale, max(new_h, min_h), max(new_w, min_w)
+
+
+def letterbox(image_bgr: np.ndarray, mean, profile: dict) -> Tuple[np.ndarray, float]:
+    """NCHW float32 input (mean-subtracted, zero padding = the mean colour) and the scale applied."""
+    height, width = image_bgr.shape[:2]
+    scale, out_h, out_w = fit_to_profile(height, width, profile)
+    if scale != 1.0:
+        import cv2
+
+        image_bgr = cv2.resize(image_bgr, (max(1, int(round(width * scale))), max(1, int(round(height * scale)))),
+                               interpolation=cv2.INTER_AREA)
+    x = np.zeros((1, 3, out_h, out_w), np.float32)
+    h, w = image_bgr.shape[:2]
+    x[0, :, :h, :w] = (image_bgr.astype(np.float32) - np.asarray(mean, np.float32)).transpose(2, 0, 1)
+    return x, scale
+
+
 class OnnxRuntimeModel:
     def __init__(self, path: Path, session: dict) -> None:
         import onnxruntime as ort
@@ -84,62 +125,249 @@ class OnnxRuntimeModel:
         self.session = ort.InferenceSession(str(path), options, providers=session.get("providers",
                                                                                       ["CPUExecutionProvider"]))
         self.input = self.session.get_inputs()[0].name
+        self.profile = None  # the manifest's profile applies
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, ...]:
         return tuple(self.session.run(list(OUTPUTS), {self.input: batch}))
 
 
-def device_info() -> dict:
-    import pycuda.driver as cuda
+# --- CUDA: device facts from the driver library (no Python CUDA package needed), memory via a package ---
 
-    cuda.init()
-    device = cuda.Device(0)
-    major, minor = device.compute_capability()
-    return {"gpu": device.name(), "compute_capability": f"{major}.{minor}"}
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75  # CUdevice_attribute values from cuda.h (CUDA ≥ 5)
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+
+
+def device_info() -> dict:
+    """GPU name and compute capability of device 0 through libcuda's driver API (stable C ABI).
+
+    JetPack ships no pycuda; libcuda.so.1 is always there where a GPU is, on Jetson and x86 alike.
+    """
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        raise BundleError("libcuda.so.1 not found: no NVIDIA driver on this machine") from None
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    name = ctypes.create_string_buffer(256)
+    for call, args in ((cuda.cuInit, (0,)), (cuda.cuDeviceGet, (ctypes.byref(device), 0)),
+                       (cuda.cuDeviceGetName, (name, 256, device)),
+                       (cuda.cuDeviceGetAttribute, (ctypes.byref(major), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                                                    device)),
+                       (cuda.cuDeviceGetAttribute, (ctypes.byref(minor), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                                    device))):
+        status = call(*args)
+        if status != 0:
+            raise BundleError("CUDA driver call {} failed with CUresult {}".format(call.__name__, status))
+    return {"gpu": name.value.decode(), "compute_capability": "{}.{}".format(major.value, minor.value)}
+
+
+def cuda_memory_backend() -> str:
+    """'cuda-python' when installed (NVIDIA's samples from TensorRT 8.6 on), else 'pycuda', else an error."""
+    for module, backend in (("cuda", "cuda-python"), ("pycuda", "pycuda")):
+        if importlib.util.find_spec(module) is not None:
+            return backend
+    raise BundleError("neither cuda-python nor pycuda is installed (pip3 install cuda-python)")
+
+
+class CudaPython:
+    """Device buffers and a stream through cuda-python's runtime API; every call's error code is checked."""
+
+    def __init__(self) -> None:
+        if importlib.util.find_spec("cuda.bindings") is not None:  # cuda-python ≥ 12.6 moved the modules
+            from cuda.bindings import runtime as cudart
+        else:
+            from cuda import cudart
+        self.cudart = cudart
+        self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def _check(self, result, what: str):
+        err, rest = result[0], result[1:]
+        if int(err) != 0:
+            raise BundleError("{} failed: {}".format(what, err))
+        return rest[0] if len(rest) == 1 else None
+
+    def alloc(self, nbytes: int) -> int:
+        return int(self._check(self.cudart.cudaMalloc(nbytes), "cudaMalloc"))
+
+    def free(self, pointer: int) -> None:
+        self._check(self.cudart.cudaFree(pointer), "cudaFree")
+
+    def to_device(self, pointer: int, array: np.ndarray) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, self.stream),
+                    "cudaMemcpyAsync")
+
+    def to_host(self, array: np.ndarray, pointer: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(self.cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, self.stream),
+                    "cudaMemcpyAsync")
+
+    @property
+    def handle(self) -> int:
+        return int(self.stream)
+
+    def synchronize(self) -> None:
+        self._check(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+
+
+class PyCuda:
+    """The same through pycuda (raises its own errors)."""
+
+    def __init__(self) -> None:
+        import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
+        import pycuda.driver as cuda
+
+        self.cuda, self.stream, self.buffers = cuda, cuda.Stream(), {}
+
+    def alloc(self, nbytes: int) -> int:
+        buffer = self.cuda.mem_alloc(nbytes)
+        self.buffers[int(buffer)] = buffer
+        return int(buffer)
+
+    def free(self, pointer: int) -> None:
+        self.buffers.pop(pointer).free()
+
+    def to_device(self, pointer: int, array: np.ndarray) -> None:
+        self.cuda.memcpy_htod_async(pointer, array, self.stream)
+
+    def to_host(self, array: np.ndarray, pointer: int) -> None:
+        self.cuda.memcpy_dtoh_async(array, pointer, self.stream)
+
+    @property
+    def handle(self) -> int:
+        return self.stream.handle
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
 
 
 def check_engine_info(recorded: dict, current: dict, where) -> None:
     """Refuse an engine built with another TensorRT version, GPU or compute capability."""
     for key in ("tensorrt_version", "gpu", "compute_capability"):
         if recorded.get(key) != current.get(key):
-            raise BundleError(f"{where}: engine was built for {key.replace('_', ' ')} {recorded.get(key)!r}, "
-                              f"this machine has {current.get(key)!r}; rebuild it here (build_engine.sh)")
+            raise BundleError("{}: engine was built for {} {!r}, this machine has {!r}; rebuild it here "
+                              "(build_engine.sh)".format(where, key.replace("_", " "), recorded.get(key),
+                                                         current.get(key)))
+
+
+def tensorrt_version(trt) -> Tuple[int, ...]:
+    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+class BindingIO:
+    """TensorRT 8.2 (JetPack 4.6): bindings by index, ``set_binding_shape``, ``execute_async_v2``."""
+
+    def __init__(self, trt, engine, context) -> None:
+        self.engine, self.context = engine, context
+        self.input = next(i for i in range(engine.num_bindings) if engine.binding_is_input(i))
+        self.name = engine.get_binding_name(self.input)
+        self.outputs = [engine.get_binding_index(name) for name in OUTPUTS]
+        self.dtypes = {i: np.dtype(trt.nptype(engine.get_binding_dtype(i))) for i in range(engine.num_bindings)}
+        self.profile = {k: tuple(s) for k, s in zip(("min", "opt", "max"), engine.get_profile_shape(0, self.input))}
+
+    def set_shape(self, shape: tuple) -> Dict[str, tuple]:
+        if not self.context.set_binding_shape(self.input, shape) or not self.context.all_binding_shapes_specified:
+            raise BundleError("TensorRT refused input shape {} (profile {})".format(shape, self.profile))
+        return {name: tuple(self.context.get_binding_shape(i)) for name, i in zip(OUTPUTS, self.outputs)}
+
+    def output_dtype(self, name: str) -> np.dtype:
+        return self.dtypes[self.outputs[OUTPUTS.index(name)]]
+
+    def execute(self, addresses: Dict[str, int], stream_handle: int) -> None:
+        bindings = [0] * self.engine.num_bindings
+        bindings[self.input] = addresses["input"]
+        for name, i in zip(OUTPUTS, self.outputs):
+            bindings[i] = addresses[name]
+        if not self.context.execute_async_v2(bindings, stream_handle):
+            raise BundleError("TensorRT execute_async_v2 failed")
+
+
+class TensorIO:
+    """TensorRT ≥ 8.5: tensors by name, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``."""
+
+    def __init__(self, trt, engine, context) -> None:
+        self.engine, self.context = engine, context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        shapes = engine.get_tensor_profile_shape(self.name, 0)
+        self.profile = {k: tuple(s) for k, s in zip(("min", "opt", "max"), shapes)}
+
+    def set_shape(self, shape: tuple) -> Dict[str, tuple]:
+        if not self.context.set_input_shape(self.name, shape):
+            raise BundleError("TensorRT refused input shape {} (profile {})".format(shape, self.profile))
+        return {name: tuple(self.context.get_tensor_shape(name)) for name in OUTPUTS}
+
+    def output_dtype(self, name: str) -> np.dtype:
+        return self.dtypes[name]
+
+    def execute(self, addresses: Dict[str, int], stream_handle: int) -> None:
+        for name, address in addresses.items():
+            if not self.context.set_tensor_address(self.name if name == "input" else name, address):
+                raise BundleError("TensorRT set_tensor_address failed for '{}'".format(name))
+        if not self.context.execute_async_v3(stream_handle):
+            raise BundleError("TensorRT execute_async_v3 failed")
+
+
+def io_class(version: Tuple[int, ...]):
+    """The API class for a TensorRT version (the newest generation not newer than it)."""
+    chosen = None
+    for first, name in TENSORRT_IO:
+        if version >= first:
+            chosen = name
+    if chosen is None:
+        raise BundleError("TensorRT {} is older than 8.2, the oldest supported".format(".".join(map(str, version))))
+    return globals()[chosen]
 
 
 class TensorRTModel:
-    """A serialized engine run through pycuda buffers, after checking ``engine_info.json``."""
+    """A serialized engine, after checking ``engine_info.json``; device buffers allocated once per shape."""
 
     def __init__(self, path: Path, info: dict) -> None:
-        import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
-        import pycuda.driver as cuda
         import tensorrt as trt
 
-        check_engine_info(info, {"tensorrt_version": trt.__version__, **device_info()}, path)
-        self.cuda = cuda
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        check_engine_info(info, dict(device_info(), tensorrt_version=trt.__version__), path)
+        self.cuda = CudaPython() if cuda_memory_backend() == "cuda-python" else PyCuda()
+        logger = trt.Logger(trt.Logger.WARNING)
+        # Since TensorRT 10.0 the ONNX parser no longer registers NVIDIA's plugins (the native DeformConv is the
+        # ModulatedDeformConv2d plugin): an engine holding one deserializes only after this call.
+        trt.init_libnvinfer_plugins(logger, "")
+        self.runtime = trt.Runtime(logger)
+        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
-            raise BundleError(f"{path}: TensorRT cannot deserialize this engine")
+            raise BundleError("{}: TensorRT cannot deserialize this engine".format(path))
         self.context = self.engine.create_execution_context()
-        self.stream = cuda.Stream()
-        self.input = self.engine.get_tensor_name(0)
+        if self.context is None:
+            raise BundleError("{}: TensorRT could not create an execution context".format(path))
+        self.io = io_class(tensorrt_version(trt))(trt, self.engine, self.context)
+        self.profile = self.io.profile
+        self.shape = None  # type: Optional[tuple]
+        self.buffers = {}  # type: Dict[str, int]
+        self.outputs = {}  # type: Dict[str, np.ndarray]
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        cuda = self.cuda
+    def _prepare(self, shape: tuple) -> None:
+        if shape == self.shape:
+            return
+        for pointer in self.buffers.values():
+            self.cuda.free(pointer)
+        self.buffers, self.outputs = {}, {}
+        output_shapes = self.io.set_shape(shape)
+        for name, out_shape in output_shapes.items():
+            if any(d < 0 for d in out_shape):
+                raise BundleError("TensorRT left output '{}' unresolved {} for input {}".format(name, out_shape, shape))
+            self.outputs[name] = np.empty(out_shape, self.io.output_dtype(name))
+            self.buffers[name] = self.cuda.alloc(self.outputs[name].nbytes)
+        self.buffers["input"] = self.cuda.alloc(int(np.prod(shape)) * 4)
+        self.shape = shape
+
+    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, ...]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        self.context.set_input_shape(self.input, batch.shape)
-        buffers = {self.input: cuda.mem_alloc(batch.nbytes)}
-        cuda.memcpy_htod_async(buffers[self.input], batch, self.stream)
-        outputs = {}
+        self._prepare(tuple(batch.shape))
+        self.cuda.to_device(self.buffers["input"], batch)
+        self.io.execute(self.buffers, self.cuda.handle)
         for name in OUTPUTS:
-            outputs[name] = np.empty(tuple(self.context.get_tensor_shape(name)), np.float32)
-            buffers[name] = cuda.mem_alloc(outputs[name].nbytes)
-        for name, buffer in buffers.items():
-            self.context.set_tensor_address(name, int(buffer))
-        self.context.execute_async_v3(self.stream.handle)
-        for name in OUTPUTS:
-            cuda.memcpy_dtoh_async(outputs[name], buffers[name], self.stream)
-        self.stream.synchronize()
-        return tuple(outputs[name] for name in OUTPUTS)
+            self.cuda.to_host(self.outputs[name], self.buffers[name])
+        self.cuda.synchronize()
+        return tuple(self.outputs[name].astype(np.float32, copy=True) for name in OUTPUTS)
 
 
 def load_manifest(bundle: Path) -> dict:
@@ -147,7 +375,7 @@ def load_manifest(bundle: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: cannot read the bundle manifest ({exc.__class__.__name__})") from None
+        raise BundleError("{}: cannot read the bundle manifest ({})".format(path, exc.__class__.__name__)) from None
 
 
 def checked_file(bundle: Path, manifest: dict, name: str) -> Path:
@@ -155,15 +383,15 @@ def checked_file(bundle: Path, manifest: dict, name: str) -> Path:
     path = bundle / name
     entry = manifest.get("files", {}).get(name)
     if entry is None:
-        raise BundleError(f"{path}: not listed in manifest.json")
+        raise BundleError("{}: not listed in manifest.json".format(path))
     if not path.is_file():
-        raise BundleError(f"{path}: missing from the bundle")
+        raise BundleError("{}: missing from the bundle".format(path))
     if sha256_file(path) != entry["sha256"]:
-        raise BundleError(f"{path}: sha256 does not match manifest.json (modified or corrupt)")
+        raise BundleError("{}: sha256 does not match manifest.json (modified or corrupt)".format(path))
     return path
 
 
-def engine_files(bundle: Path, manifest: dict) -> tuple[Path, dict]:
+def engine_files(bundle: Path, manifest: dict) -> Tuple[Path, dict]:
     """The engine and its ``engine_info.json``, checked against the manifest.
 
     An engine built in the bundle is hashed in the manifest. A kit's engine is built on the device, so
@@ -175,18 +403,19 @@ def engine_files(bundle: Path, manifest: dict) -> tuple[Path, dict]:
         return checked_file(bundle, manifest, manifest["artifact"]), json.loads(info.read_text())
     engine, info_path = bundle / manifest["artifact"], bundle / "engine_info.json"
     if not engine.is_file() or not info_path.is_file():
-        raise BundleError(f"{bundle}: TensorRT build kit without an engine; run build_engine.sh on the device first")
+        raise BundleError("{}: TensorRT build kit without an engine; run build_engine.sh on the device first"
+                          .format(bundle))
     info = json.loads(info_path.read_text())
     if sha256_file(engine) != info.get("engine_sha256"):
-        raise BundleError(f"{engine}: sha256 does not match engine_info.json (modified or corrupt)")
+        raise BundleError("{}: sha256 does not match engine_info.json (modified or corrupt)".format(engine))
     listed = manifest.get("files", {}).get(info.get("onnx"), {}).get("sha256")
     if listed is None or listed != info.get("onnx_sha256"):
-        raise BundleError(f"{info_path}: engine was not built from this bundle's ONNX ({info.get('onnx')})")
+        raise BundleError("{}: engine was not built from this bundle's ONNX ({})".format(info_path, info.get("onnx")))
     return engine, info
 
 
 class FaceDetector:
-    def __init__(self, bundle: str | Path, threads: int | None = None) -> None:
+    def __init__(self, bundle, threads: Optional[int] = None) -> None:
         self.bundle = Path(bundle)
         self.manifest = load_manifest(self.bundle)
         if self.manifest.get("runtime") == "onnxruntime":
@@ -197,26 +426,28 @@ class FaceDetector:
         else:
             path, info = engine_files(self.bundle, self.manifest)
             self.model = TensorRTModel(path, info)
+        # The engine's own profile wins over the manifest's (they agree unless the kit was edited).
+        self.profile = self.model.profile or self.manifest["input"]["profile"]
         self.preprocess = self.manifest["preprocess"]
         self.priors = self.manifest["priors"]
         self.defaults = self.manifest["postprocess"]
 
-    def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
-        mean = np.asarray(self.preprocess["mean"], np.float32)
-        x = image_bgr.astype(np.float32) - mean
-        return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
+    def prepare(self, image_bgr: np.ndarray) -> Tuple[np.ndarray, float]:
+        """The network input for one image under the bundle's input policy, and the scale applied."""
+        return letterbox(image_bgr, self.preprocess["mean"], self.profile)
 
-    def detect(self, image_bgr: np.ndarray, score_threshold: float | None = None,
-               nms_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(K, 4) x1 y1 x2 y2 pixels, (K,) scores, (K, 10) landmarks, best first."""
+    def detect(self, image_bgr: np.ndarray, score_threshold: Optional[float] = None,
+               nms_threshold: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K, 4) x1 y1 x2 y2 pixels of the original image, (K,) scores, (K, 10) landmarks, best first."""
         score_threshold = self.defaults["score_threshold"] if score_threshold is None else score_threshold
         nms_threshold = self.defaults["nms_threshold"] if nms_threshold is None else nms_threshold
-        height, width = image_bgr.shape[:2]
-        loc, conf, landms = self.model.infer(self.prepare(image_bgr))
+        x, scale = self.prepare(image_bgr)
+        height, width = x.shape[2:]
+        loc, conf, landms = self.model.infer(x)
         priors = prior_boxes(self.priors, height, width)
         boxes, points = decode(loc[0], landms[0], priors, self.priors["variances"])
-        scale = np.asarray([width, height], np.float32)
-        boxes, points = boxes * np.tile(scale, 2), points * np.tile(scale, 5)
+        size = np.asarray([width, height], np.float32) / np.float32(scale)
+        boxes, points = boxes * np.tile(size, 2), points * np.tile(size, 5)
         scores = conf[0, :, 1]
         idx = np.nonzero(scores > score_threshold)[0]
         idx = idx[np.argsort(-scores[idx], kind="stable")][: self.defaults["top_k"]]

@@ -16,7 +16,7 @@ from toolchain.building.targets import Target, version_tuple
 
 FORMAT = 1
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-RUNTIME_FILES = ("featherface_runtime.py", "detect_folder.py", "requirements.txt")
+RUNTIME_FILES = ("featherface_runtime.py", "detect_folder.py", "bench_engine.py", "requirements.txt")
 # Written on the device by a kit's build_engine.sh; checked through engine_info.json instead.
 DEVICE_BUILT = ("model.engine", "engine_info.json", "timing.cache")
 

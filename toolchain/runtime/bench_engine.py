@@ -1,0 +1,115 @@
+"""On-device benchmark of this bundle: the model alone and the full detect(), no PyTorch needed.
+
+    python3 runtime/bench_engine.py [IMAGES_DIR] [--runs 200] [--warmup 20] [--json OUT]
+
+Times (1) the engine (or ONNX Runtime model) alone at the profile's opt shape and (2) detect() — letterbox,
+inference, decoding, NMS — on each image of IMAGES_DIR (or a synthetic image at the opt shape), after
+warm-up; reports p50/p90/p99 latency and images/s, with the device's power mode and clocks when it can
+read them. Run ``sudo nvpmodel -m 0 && sudo jetson_clocks`` first for the board's maximum, stable figures.
+"""
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from featherface_runtime import BundleError, FaceDetector  # noqa: E402
+
+SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+def percentiles(seconds: list) -> dict:
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "images_per_s": round(float(1000.0 / np.median(ms)), 2),
+            "runs": len(seconds)}
+
+
+def timed(fn, runs: int, warmup: int) -> list:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _read(path: str):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def device_state() -> dict:
+    """Power mode (nvpmodel) and current GPU/CPU clocks where the board exposes them; None elsewhere."""
+    state = {"machine": platform.machine(), "python": platform.python_version(),
+             "jetson_release": _read("/etc/nv_tegra_release")}
+    try:
+        query = subprocess.run(["nvpmodel", "-q"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               universal_newlines=True, timeout=10)
+        state["nvpmodel"] = query.stdout.strip().splitlines()[0] if query.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        state["nvpmodel"] = None
+    gpu = sorted(Path("/sys/devices").glob("**/devfreq/*/cur_freq"))
+    state["gpu_cur_freq_hz"] = _read(str(gpu[0])) if gpu else None
+    state["cpu0_cur_freq_khz"] = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    return state
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="?", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (CPU bundles)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    try:
+        detector = FaceDetector(Path(__file__).resolve().parent.parent, args.threads)
+    except BundleError as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        return 1
+    _, height, width = detector.profile["opt"][-3:]
+    batch = np.zeros((1, 3, height, width), np.float32)
+    report = {"bundle": detector.manifest.get("target"), "precision": detector.manifest.get("precision"),
+              "device": device_state(),
+              "model_at_opt_shape": dict(percentiles(timed(lambda: detector.model.infer(batch), args.runs,
+                                                           args.warmup)), shape=[1, 3, height, width])}
+    if args.images is not None:
+        import cv2
+
+        paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in SUFFIXES)
+        images = [im for im in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if im is not None]
+        if not images:
+            print("error: {}: no readable images".format(args.images), file=sys.stderr)
+            return 1
+        for image in images[: args.warmup]:
+            detector.detect(image)
+        seconds = []
+        for i in range(max(args.runs, len(images))):
+            image = images[i % len(images)]
+            start = time.perf_counter()
+            detector.detect(image)
+            seconds.append(time.perf_counter() - start)
+        report["detect_on_folder"] = dict(percentiles(seconds), images=len(images))
+    else:
+        image = np.full((height, width, 3), 128, np.uint8)
+        report["detect_at_opt_shape"] = percentiles(timed(lambda: detector.detect(image), args.runs, args.warmup))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
