@@ -133,6 +133,13 @@ def test_qdq_graph_has_tensorrt_layout(minmax, v1_onnx):
         assert act_dq.op_type == "DequantizeLinear"
         assert np.ndim(inits[act_dq.input[1]]) == 0  # per tensor
         assert inits[act_dq.input[2]].dtype == np.int8 and not np.any(inits[act_dq.input[2]])
+    # Defect 4: TensorRT's IDequantizeLayer takes INT8 only; biases stay float (no INT32 behind a DQ).
+    dq_inputs = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert dq_inputs and all(x.dtype == np.int8 for x in dq_inputs)
+    from toolchain.building.lint import errors, lint_model
+    from toolchain.building.targets import load_target
+
+    assert errors(lint_model(model, load_target("jetson-orin"))) == []
     meta = get_metadata(model)
     assert meta["precision"] == "int8" and meta["calibration"] == "minmax" and meta["priors"]
 

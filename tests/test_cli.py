@@ -1,6 +1,7 @@
 import json
 
 import cv2
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -70,7 +71,24 @@ def test_validate_reports_and_passes():
     assert "268,485 parameters" in result.output and "gradient flow: ok" in result.output
 
 
+def _deform_conv_graph(folder):
+    """A valid opset-19 graph with one native DeformConv: what TensorRT before 10.1 cannot parse."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("DeformConv", ["x", "w", "offset"], ["y"], name="dcn0", kernel_shape=[3, 3],
+                            pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in (
+        ("x", [1, 4, 8, 8]), ("w", [4, 4, 3, 3]), ("offset", [1, 18, 8, 8]))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(folder / "dcn.onnx"))
+
+
 @pytest.mark.parametrize("make_bad,args,message", [
+    (lambda d: (d / "x.onnx").write_bytes(b"junk"), ["lint", "--target", "jetson-orin", "{d}/x.onnx"],
+     "x.onnx: cannot read ONNX"),
+    (_deform_conv_graph, ["lint", "--target", "jetson-xavier", "{d}/dcn.onnx"],
+     "dcn.onnx: 2 violation(s) for target 'jetson-xavier'"),
+    (lambda d: None, ["lint", "--target", "mars", "{d}/x.onnx"], "unknown target 'mars'"),
     (lambda d: (d / "w.pth").write_bytes(b"\x00" * 10), ["eval", "--weights", "{d}/w.pth"], "w.pth: not a readable"),
     (lambda d: None, ["eval", "--weights", "{d}/none.pth"], "none.pth: weights file not found"),
     (lambda d: (d / "x.onnx").write_bytes(b"junk"), ["eval", "--backend", "onnxruntime", "--onnx", "{d}/x.onnx"],
@@ -95,3 +113,19 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, make_bad, arg
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("Error: ") and message in lines[-1]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_lint_names_node_op_and_version_and_passes_a_good_graph(tmp_path):
+    _deform_conv_graph(tmp_path)
+    bad = CliRunner().invoke(main, ["lint", "--target", "jetson-xavier", str(tmp_path / "dcn.onnx")])
+    assert bad.exit_code == 1 and "node 'dcn0' (DeformConv)" in bad.output and "[TensorRT 8.5]" in bad.output
+    good = CliRunner().invoke(main, ["lint", "--target", "jetson-orin", str(tmp_path / "dcn.onnx")])
+    assert good.exit_code == 0 and "ok for target 'jetson-orin'" in good.output
+
+
+@pytest.mark.parametrize("option", ["--score-threshold", "--nms-threshold"])
+def test_detect_refuses_thresholds_outside_0_1(tmp_path, option):
+    image = sorted((VAL / "images").rglob("*.jpg"))[0]
+    result = CliRunner().invoke(main, ["detect", str(image), "--out", str(tmp_path / "o"), option, "7"])
+    assert result.exit_code == 2 and "0<=x<=1" in result.output.replace(" ", "")
+    assert not (tmp_path / "o").exists()

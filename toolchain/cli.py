@@ -123,8 +123,8 @@ def _annotate(image: np.ndarray, dets: Detections) -> np.ndarray:
 @_add(backend_options)
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--score-threshold", type=float, default=0.5, show_default=True)
-@click.option("--nms-threshold", type=float, default=0.4, show_default=True)
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--nms-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True)
 def detect_cmd(model, weights, backend, onnx, threads, source, out, score_threshold, nms_threshold) -> None:
     """Detect faces in an image or a folder; writes <name>.json and an annotated <name>.jpg per image."""
     from featherface.preprocess import read_image
@@ -188,7 +188,7 @@ def export_cmd(model, weights, out, target, opset, lowering, check_images, no_ch
     from toolchain.building.targets import load_target
 
     profile = load_target(target) if target else None
-    opset = opset or (profile.opset if profile else 20)
+    opset = opset or (profile.export_opset if profile else 20)
     lowering = lowering or (profile.dcn_lowering if profile else "native")
     images = None if no_check else (check_images or paths.default_calib_dir() / "images")
     report = export_onnx(model, _weights_for(model, weights), out, lowering, opset, images)
@@ -196,6 +196,9 @@ def export_cmd(model, weights, out, target, opset, lowering, check_images, no_ch
         drift = "  ".join(f"{d.output} max|Δ| {d.max_abs:.2e} cos {d.cosine:.7f}" for d in c.drift)
         click.echo(f"  {tuple(c.shape)}: {drift}  det F1 {c.det_f1:.3f}")
     click.echo(f"wrote {out} (opset {opset}, DCN lowering {lowering})")
+    if profile and profile.opset < opset:
+        click.echo(f"target '{profile.name}' reads opset {profile.opset}: run `toolchain simplify`, then "
+                   f"`toolchain opset --to {profile.opset}` (or `toolchain engine --target {profile.name}`)")
 
 
 @main.command("simplify")
@@ -261,10 +264,17 @@ def quantize_cmd(src, out, precision, cache, images, activations, threshold_db) 
     click.echo(f"wrote {out}: {len(report.kept_fp32)} of {report.convs} convolutions kept in FP32")
 
 
+def _target_help(prefix: str) -> str:
+    from toolchain.building.targets import describe_targets
+
+    return f"{prefix} Profiles: {describe_targets()}."
+
+
 @main.command("engine")
 @model_option
 @weights_option
-@click.option("--target", default="cpu", show_default=True, help="Target profile (name or TOML path).")
+@click.option("--target", default="cpu", show_default=True,
+              help=_target_help("Target profile (name or TOML path); 'jetson' is the current JetPack's board."))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="Default: the target's default precision.")
 @click.option("--build-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
@@ -286,6 +296,41 @@ def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads
     result = build_target(model, weights, profile, precision or profile.default_precision, build_dir,
                           calib or paths.default_calib_dir(), val_dir, threads, echo=lambda m: click.echo(m, err=True))
     click.echo(result.summary())
+
+
+@main.command("lint")
+@click.option("--target", required=True, help=_target_help("Target profile (name or TOML path)."))
+@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(path_type=Path))
+def lint_cmd(target, model_path) -> None:
+    """Can the target's runtime take this graph? One line per violation (node, op, TensorRT version); exit 1."""
+    from toolchain.building.lint import errors, lint_file
+    from toolchain.building.targets import load_target
+
+    profile = load_target(target)
+    found = lint_file(model_path, profile)
+    for violation in found:
+        click.echo(f"{model_path}: {violation}", err=True)
+    if errors(found):
+        raise click.ClickException(f"{model_path}: {len(errors(found))} violation(s) for target '{profile.name}'")
+    click.echo(f"{model_path}: ok for target '{profile.name}' ({profile.runtime} ≥ {profile.min_runtime_version})")
+
+
+@main.command("opset")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--to", "opset", type=click.IntRange(13, 17), required=True, help="Older opset to convert to.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@weights_option
+@click.option("--check-images", type=click.Path(path_type=Path), default=None,
+              help="Images for the check against PyTorch (default: the shared calib set).")
+def opset_cmd(src, opset, out, weights, check_images) -> None:
+    """Convert a simplified graph to an older opset (TensorRT 8.x) and prove it equal to PyTorch."""
+    from toolchain.building.metadata import get_metadata, load_onnx
+    from toolchain.stages.opset import convert_opset
+
+    model = get_metadata(load_onnx(src)).get("model", "featherface-v1")
+    report = convert_opset(src, out, opset, _weights_for(model, weights),
+                           check_images or paths.default_calib_dir() / "images")
+    click.echo(f"wrote {out} (opset {opset}; {len(report.comparisons)} shapes checked against PyTorch)")
 
 
 @main.command("verify")

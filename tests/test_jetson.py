@@ -1,0 +1,149 @@
+"""The Jetson/TensorRT 8.x path on a CPU: opset conversion, FP16 index math, targets, runtime input policy."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from torchvision.ops import box_iou
+
+from calibration.quantize import convert_fp16, index_math_nodes
+from featherface.errors import ArtifactError
+from toolchain.building.lint import errors, lint_model
+from toolchain.building.targets import describe_targets, load_target
+from toolchain.runtime.featherface_runtime import FaceDetector, fit_to_profile
+from toolchain.stages.opset import convert_opset, downgrade
+from toolchain.stages.engine import build_engine
+
+from .conftest import CALIB, V1_WEIGHTS, VAL
+
+
+@pytest.fixture(scope="module")
+def decomposed(tmp_path_factory):
+    """V1 with the decomposed DCN lowering, simplified, at opset 18 (what the exporter writes) and 17."""
+    from toolchain.stages.export import export_onnx
+    from toolchain.stages.simplify import simplify_onnx
+
+    root = tmp_path_factory.mktemp("decomposed")
+    export_onnx("featherface-v1", V1_WEIGHTS, root / "v1.onnx", "decomposed", 18)
+    simplify_onnx(root / "v1.onnx", root / "v1.sim.onnx")
+    onnx.save(downgrade(onnx.load(str(root / "v1.sim.onnx")), 17), str(root / "xavier.onnx"))
+    return root
+
+
+@pytest.mark.parametrize("target,opset", [("jetson-xavier", 17), ("jetson-nano", 13)])
+def test_tensorrt8_targets_get_their_opset_proven_equal_to_pytorch(decomposed, target, opset):
+    profile = load_target(target)
+    source = onnx.load(str(decomposed / "v1.sim.onnx"))
+    before = errors(lint_model(source, profile))
+    assert any("opset" in str(v) for v in before)  # defect 1: opset 18 for TensorRT 8.x
+    assert any("ReduceMean" in str(v) for v in before)  # … whose parsers ignore Reduce axes inputs
+    out = decomposed / f"v1.opset{opset}.onnx"
+    report = convert_opset(decomposed / "v1.sim.onnx", out, opset, V1_WEIGHTS, CALIB / "images")
+    assert report.comparisons  # refused beyond the export tolerances, so reaching here means equal to PyTorch
+    converted = onnx.load(str(out))
+    assert [o.version for o in converted.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    reduces = [n for n in converted.graph.node if n.op_type in ("ReduceMean", "ReduceMax")]
+    assert reduces and all(len(n.input) == 1 and any(a.name == "axes" for a in n.attribute) for n in reduces)
+    assert errors(lint_model(converted, profile)) == []
+
+
+def test_downgrade_refuses_what_it_has_no_rule_for():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
+    split = onnx.helper.make_node("Split", ["x"], ["y", "z"], name="split0", num_outputs=2, axis=0)
+    graph = onnx.helper.make_graph([split], "g", [x], [y, onnx.helper.make_tensor_value_info(
+        "z", onnx.TensorProto.FLOAT, [2])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    with pytest.raises(ArtifactError, match="node 'split0': Split-18 has no rule"):
+        downgrade(model, 17)
+
+
+def test_fp16_graph_of_the_decomposed_lowering_keeps_index_math_fp32(decomposed, tmp_path):
+    """Defect 9: ONNX Runtime refused the FP16 Range, and FP16 holds integers exactly only to 2048."""
+    source = decomposed / "xavier.onnx"
+    model = onnx.load(str(source))
+    naive = convert_float_to_float16(model, keep_io_types=True)
+    assert any("FP16" in str(v) for v in lint_model(naive, load_target("jetson-xavier")))
+    keep = index_math_nodes(model)
+    assert sum(model.graph.node[i].op_type == "Range" for i in range(len(model.graph.node))) == 6
+    assert {"Range", "Floor", "Cast"} <= {n.op_type for n in model.graph.node if n.name in keep}
+    assert not {"Conv", "MatMul", "GatherElements"} & {n.op_type for n in model.graph.node if n.name in keep}
+    out = convert_fp16(source, tmp_path / "v1.fp16.onnx")
+    assert errors(lint_model(onnx.load(str(out)), load_target("jetson-xavier"))) == []
+    x = (np.random.default_rng(0).standard_normal((1, 3, 320, 320)) * 60).astype(np.float32)
+    full = ort.InferenceSession(str(source)).run(None, {"input": x})
+    half = ort.InferenceSession(str(out)).run(None, {"input": x})
+    assert np.abs(full[1] - half[1]).max() < 5e-3  # face probabilities
+
+
+def test_fp16_kit_for_xavier_pins_the_index_math_to_fp32(decomposed, tmp_path):
+    graph = decomposed / "xavier.onnx"
+    fp16 = convert_fp16(graph, tmp_path / "fp16.onnx")
+    result = build_engine(load_target("jetson-xavier"), "fp16", {"fp32": graph, "fp16": fp16}, tmp_path)
+    config = json.loads((tmp_path / "build_config.json").read_text())
+    assert result.kind == "tensorrt-build-kit"
+    assert config["tensorrt10"]["fp32_layers"] == index_math_nodes(onnx.load(str(graph)))
+    script = (tmp_path / "build_engine.sh").read_text()
+    assert "--precisionConstraints=obey" in script and "use_python=1" in script  # trtexec 8.2 cannot pin layers
+
+
+def test_a_graph_the_target_cannot_take_is_not_packed(v1_onnx, tmp_path):
+    """A native-DeformConv opset-20 graph is refused for Xavier (TensorRT 8.5), nothing written."""
+    with pytest.raises(ArtifactError, match="not accepted by target 'jetson-xavier'.*opset 20 is above the 17.*more"):
+        build_engine(load_target("jetson-xavier"), "fp16", {"fp32": v1_onnx.path, "fp16": v1_onnx.path}, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_jetson_names_the_current_board_profile():
+    assert load_target("jetson").name == "jetson-orin"
+    assert "jetson (= jetson-orin)" in describe_targets()
+    nano, xavier = load_target("jetson-nano"), load_target("jetson-xavier")
+    assert (nano.opset, xavier.opset, nano.export_opset) == (13, 17, 18)
+    assert {load_target(t).platform for t in ("jetson-nano", "jetson-orin-dla")} == {"jetson"}
+
+
+def test_profile_fit_policy():
+    dynamic = {"min": [1, 320, 320], "max": [4, 1024, 1024]}
+    assert fit_to_profile(480, 640, dynamic) == (1.0, 480, 640)  # inside: original size, like eval
+    scale, h, w = fit_to_profile(2048, 1366, dynamic)  # taller than the profile: scaled to fit
+    assert scale == 0.5 and (h, w) == (1024, 683)
+    assert fit_to_profile(200, 100, dynamic) == (1.0, 320, 320)  # smaller: padded to the minimum
+    static = {"min": [1, 3, 640, 640], "max": [1, 3, 640, 640]}  # DLA: exactly the engine's shape
+    scale, h, w = fit_to_profile(1024, 768, static)
+    assert (h, w) == (640, 640) and scale == 0.625
+
+
+def test_runtime_letterboxes_an_image_larger_than_the_profile(v1_onnx, tmp_path):
+    """An image beyond the profile is scaled into it and its boxes come back in the image's own pixels."""
+    from toolchain.building.chain import build_target
+
+    result = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", tmp_path, CALIB,
+                          echo=lambda m: None)
+    detector = FaceDetector(result.bundle)
+    path = sorted((VAL / "images").rglob("*.jpg"))[0]
+    image = cv2.imread(str(path))
+    big = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2))  # > 1024: outside the cpu profile
+    assert max(big.shape[:2]) > detector.profile["max"][-1]
+    boxes, scores, _ = detector.detect(big)
+    reference, ref_scores, _ = detector.detect(image)
+    assert len(reference) > 0
+    confident = ref_scores > 0.9
+    iou = box_iou(torch.as_tensor(boxes, dtype=torch.float64), torch.as_tensor(reference[confident] * 2,
+                                                                              dtype=torch.float64)).numpy()
+    assert np.all(iou.max(axis=0) > 0.8)
+
+
+def test_kit_without_an_engine_is_refused_by_the_runtime(tmp_path, v1_onnx):
+    from toolchain.runtime.featherface_runtime import BundleError
+
+    build_engine(load_target("jetson-orin"), "fp16", {"fp32": v1_onnx.path, "fp16": v1_onnx.path}, tmp_path)
+    shutil.copyfile(tmp_path / "model.onnx", tmp_path / "copy.onnx")
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "tensorrt-build-kit", "runtime": "tensorrt",
+                                                        "artifact": "model.engine", "files": {}}))
+    with pytest.raises(BundleError, match="without an engine; run build_engine.sh"):
+        FaceDetector(tmp_path)
