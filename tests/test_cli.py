@@ -1,7 +1,9 @@
 import json
 
 import cv2
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
@@ -129,3 +131,37 @@ def test_detect_refuses_thresholds_outside_0_1(tmp_path, option):
     result = CliRunner().invoke(main, ["detect", str(image), "--out", str(tmp_path / "o"), option, "7"])
     assert result.exit_code == 2 and "0<=x<=1" in result.output.replace(" ", "")
     assert not (tmp_path / "o").exists()
+
+
+def test_profile_reports_every_node_onnx_runtime_runs(tmp_path):
+    """A small graph with fusions disabled: every node of the graph appears once with its op type."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("ReduceMean", ["r"], ["y"], name="mean", axes=[2, 3], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                         [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weights])
+    path = tmp_path / "small.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    from toolchain.measuring.profile import profile_onnx
+
+    report = profile_onnx(path, (32, 32), runs=3, warmup=1)
+    ran = {n.name: n.op_type for n in report.nodes}
+    from toolchain.backends.onnxruntime_backend import session_options
+
+    options = session_options()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert ran == {n.name: n.op_type for n in optimized.graph.node}  # every node ONNX Runtime runs, once
+    assert all(n.ms >= 0 for n in report.nodes) and report.total_ms > 0
+    result = CliRunner().invoke(main, ["profile", str(path), "--size", "32", "--runs", "2", "--json",
+                                       str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert {n["name"] for n in data["nodes"]} == set(ran) and abs(sum(o["share"] for o in data["op_types"]) - 1) < 1e-6
+    bad = CliRunner().invoke(main, ["profile", str(tmp_path / "p.json")])
+    assert bad.exit_code == 1 and "ONNX Runtime cannot profile it" in bad.output

@@ -9,7 +9,7 @@ import numpy as np
 
 import featherface
 from featherface import paths
-from featherface.errors import FeatherFaceError
+from featherface.errors import FeatherFaceError, first_line
 from featherface.postprocess import Detections, PostprocessConfig
 from featherface.preprocess import list_images
 from toolchain import __version__
@@ -331,6 +331,27 @@ def opset_cmd(src, opset, out, weights, check_images) -> None:
     report = convert_opset(src, out, opset, _weights_for(model, weights),
                            check_images or paths.default_calib_dir() / "images")
     click.echo(f"wrote {out} (opset {opset}; {len(report.comparisons)} shapes checked against PyTorch)")
+
+
+@main.command("profile")
+@click.argument("model_path", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--size", type=click.IntRange(32, 4096), default=640, show_default=True, help="Square input size.")
+@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(0, 256), default=None, help="Intra-op threads (default: ORT's).")
+@click.option("--runs", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--top", type=click.IntRange(0, 1000), default=10, show_default=True, help="Slowest nodes to list.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Every node, as JSON.")
+def profile_cmd(model_path, size, batch, threads, runs, top, json_out) -> None:
+    """Per-op-type and per-node kernel time in ONNX Runtime (its own profiler), like trtexec --dumpProfile."""
+    from toolchain.measuring.profile import profile_onnx
+
+    try:
+        report = profile_onnx(model_path, (size, size), batch, threads, runs)
+    except Exception as exc:  # onnxruntime's own exception types for a file it cannot load or run
+        raise click.ClickException(f"{model_path}: ONNX Runtime cannot profile it ({first_line(exc)})") from None
+    click.echo(report.table(top))
+    if json_out:
+        write_json(json_out, report.as_json())
 
 
 @main.command("verify")
