@@ -64,8 +64,8 @@ def test_build_script_is_valid_bash_with_quoted_argv(tmp_path):
     path.write_text(script)
     subprocess.run(["bash", "-n", str(path)], check=True)
     lines = [line.strip() for line in script.splitlines() if line.strip().startswith("args=(")]
-    assert len(lines) == 4  # TensorRT 11, 10, 8.5-8.6, 8.2
-    for line, version in zip(lines, ((11, 0), (10, 0), (8, 5), (8, 2))):
+    assert len(lines) == 4  # TensorRT 11, 10, 8.4-8.6, 8.2
+    for line, version in zip(lines, ((11, 0), (10, 0), (8, 4), (8, 2))):
         assert shlex.split(line[6:-1]) == trtexec_argv(config, version)[1:]
     assert "'--onnx=my model.onnx'" in lines[1]
     assert "/usr/src/tensorrt/bin/trtexec" in script  # where JetPack installs it

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.errors import ArtifactError, first_line
+from featherface.errors import ArtifactError
 from featherface.priors import PriorConfig
 from toolchain.backends.base import Runner
 from toolchain.building.targets import Target, version_tuple
@@ -96,10 +96,10 @@ def build_config(target: Target, precision: str, onnx_files: dict[str, str],
     }
 
 
-# trtexec flags by version (NVIDIA/TensorRT samples/common/sampleOptions.cpp): --memPoolSize from 8.4
-# (8.2.1 has only --workspace); --layerPrecisions/--layerOutputTypes from 8.5 (absent at 8.2.1);
-# --precisionConstraints from 8.2.1.
-LAYER_PRECISIONS_SINCE = (8, 5)
+# trtexec flags by version (NVIDIA/TensorRT samples/common/sampleOptions.cpp): --memPoolSize and
+# --layerPrecisions/--layerOutputTypes are at 8.4.1 and absent at 8.2.1 (which has --workspace);
+# --precisionConstraints is at 8.2.1.
+LAYER_PRECISIONS_SINCE = (8, 4)
 
 
 def trtexec_argv(config: dict, version: tuple[int, ...]) -> list[str]:
@@ -108,7 +108,7 @@ def trtexec_argv(config: dict, version: tuple[int, ...]) -> list[str]:
     if plan is None:
         raise ArtifactError(f"target '{config['target']}': no TensorRT {version[0]} build (it uses a calibrator)")
     if plan.get("fp32_layers") and version < LAYER_PRECISIONS_SINCE:
-        raise ArtifactError(f"target '{config['target']}': trtexec before 8.5 cannot pin layers to FP32; "
+        raise ArtifactError(f"target '{config['target']}': trtexec before 8.4 cannot pin layers to FP32; "
                             "use build_engine.py")
     argv = ["trtexec", f"--onnx={plan['onnx']}", f"--saveEngine={config['engine']}"]
     for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
@@ -133,7 +133,7 @@ def trtexec_argv(config: dict, version: tuple[int, ...]) -> list[str]:
 
 # One branch per TensorRT generation the script can meet, newest first: (shell test, version it stands for).
 SCRIPT_GENERATIONS = (('[ "$TRT_MAJOR" -ge 11 ]', (11, 0)), ('[ "$TRT_MAJOR" -ge 10 ]', (10, 0)),
-                      ('[ "$TRT_VERSION" -ge 805 ]', (8, 5)), ("true", (8, 2)))
+                      ('[ "$TRT_VERSION" -ge 804 ]', (8, 4)), ("true", (8, 2)))
 
 
 def build_script(config: dict) -> str:
