@@ -1,6 +1,8 @@
 """The Jetson/TensorRT 8.x path on a CPU: opset conversion, FP16 index math, targets, runtime input policy."""
 import json
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -136,6 +138,18 @@ def test_runtime_letterboxes_an_image_larger_than_the_profile(v1_onnx, tmp_path)
     iou = box_iou(torch.as_tensor(boxes, dtype=torch.float64), torch.as_tensor(reference[confident] * 2,
                                                                               dtype=torch.float64)).numpy()
     assert np.all(iou.max(axis=0) > 0.8)
+    # The on-device benchmark runs on the same bundle without PyTorch (numbers are not asserted).
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), image)
+    script = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
+              f"sys.argv = ['bench_engine.py', {str(images)!r}, '--runs', '3', '--warmup', '1', '--json', "
+              f"{str(tmp_path / 'bench.json')!r}]; "
+              f"runpy.run_path({str(result.bundle / 'runtime' / 'bench_engine.py')!r}, run_name='__main__')")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["model_at_opt_shape"]["shape"] == [1, 3, 640, 640] and report["detect_on_folder"]["images"] == 1
+    assert {"p50_ms", "p90_ms", "p99_ms", "images_per_s"} <= set(report["detect_on_folder"]) and report["device"]
 
 
 def test_kit_without_an_engine_is_refused_by_the_runtime(tmp_path, v1_onnx):
