@@ -435,9 +435,10 @@ def train_profile_cmd(model, batch_size, image_size, amp, find_batch_size) -> No
 @click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint (only with a single --model).")
 @click.option("--data", type=click.Path(path_type=Path), help="WIDER folder (default: the shared val set).")
 @click.option("--stages", default=None, help="Comma-separated subset of: " + ", ".join(
-    ["torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "onnx-fp16", "onnx-int8", "tensorrt-fp16",
-     "tensorrt-int8"]) + " (the reference torch-fp32 always runs).")
-@click.option("--target", default="cpu", show_default=True, help="Target whose INT8 settings the INT8 stage uses.")
+    ["torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
+     "tensorrt-fp16", "tensorrt-int8"]) + " (the reference torch-fp32 always runs).")
+@click.option("--target", default="cpu", show_default=True,
+              help="Target whose INT8 settings the INT8 stage uses and whose shipped graph is the cpu-target row.")
 @click.option("--sizes", default="640,320", show_default=True, help="Square input sizes for latency.")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per stage and size.")
 @click.option("--threads", type=int, default=None, help="Threads for PyTorch and ONNX Runtime (default: all cores).")
@@ -483,11 +484,12 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
     rows = []
     for model in models:
         model_weights = _weights_for(model, weights)
-        precisions = tuple(p for p in ("fp16", "int8") if f"onnx-{p}" in wanted or f"tensorrt-{p}" in wanted)
+        precisions = tuple(p for p in ("fp16", "int8") if f"onnx-{p}" in wanted or f"tensorrt-{p}" in wanted
+                           or (p == profile.default_precision and "cpu-target" in wanted))
         artifacts = prepare_artifacts(model, model_weights, profile, precisions, build_dir,
                                       calib or paths.default_calib_dir(), echo)
-        chosen = [s for s in default_stages(model, model_weights, artifacts, threads, build_dir / model / "bench-trt")
-                  if s.name in wanted]
+        chosen = [s for s in default_stages(model, model_weights, artifacts, threads, build_dir / model / "bench-trt",
+                                            profile) if s.name in wanted]
         if model == models[0]:
             chosen += peer_stages
         rows += bench_model(model, chosen, data, square, runs, echo=echo)

@@ -94,6 +94,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     inputs are unchanged."""
     from toolchain.stages.calibrate import calibrate_onnx
     from toolchain.stages.export import export_onnx
+    from toolchain.stages.lean import lean_onnx
     from toolchain.stages.opset import convert_opset
     from toolchain.stages.quantize import fp16_onnx
     from toolchain.stages.simplify import simplify_onnx
@@ -116,6 +117,9 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
                                 lambda out: convert_opset(source, out, target.opset, weights, calib_dir / "images"))
     onnx = {"fp32": simplified}
     sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
+    if target.lean:
+        onnx["lean"] = steps.file("lean", {"onnx": sources["onnx_sha256"], "toolchain": __version__}, ".onnx",
+                                  lambda out: lean_onnx(simplified, out, weights, calib_dir / "images"))
     trt_cache = None
     if "fp16" in precisions:
         onnx["fp16"] = steps.file("fp16", {"onnx": sources["onnx_sha256"], "toolchain": __version__}, ".onnx",
@@ -202,15 +206,16 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
     """
     from toolchain.backends.inference import detect_in_profile
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.stages.engine import shipped_onnx
     from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
 
-    graph = onnx.get(precision)
-    if graph is None:
+    if precision not in onnx:
         return None
+    graph = shipped_onnx(onnx, precision)
     echo(f"[accuracy] {shipped} vs FP32 on {val_dir}")
     runner = OnnxRuntimeRunner(graph)
     ap = evaluate_folder(runner, val_dir)
-    ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if precision != "fp32" else ap
+    ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if graph != onnx["fp32"] else ap
     result = {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
               "images": ap.images, "graph": shipped, "backend": "onnxruntime-cpu"}
     echo(f"[accuracy] {shipped} under the runtime's input policy (fitted into {profile['max']})")

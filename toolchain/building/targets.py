@@ -49,6 +49,7 @@ class Target:
     workspace_mb: int
     profile: Profile
     platform: str = "any"
+    lean: bool = False  # ONNX Runtime targets: ship the lean FP32 graph (toolchain/stages/lean.py)
     dla_core: int | None = None
     gpu_fallback: bool = False
     int8: Int8Settings = Int8Settings()
@@ -71,8 +72,8 @@ class Target:
 
 _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": str, "precisions": list,
         "default_precision": str, "opset": int, "dcn_lowering": str, "workspace_mb": int, "profile": dict,
-        "dla": dict, "int8": dict, "platform": str, "alias": str}
-_REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias"}
+        "dla": dict, "int8": dict, "platform": str, "alias": str, "lean": bool}
+_REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias", "lean"}
 _DLA = {"core": int, "gpu_fallback": bool}
 _INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float}
 
@@ -129,6 +130,8 @@ def parse_target(path: Path) -> Target:
     platform = data.get("platform", "any")
     if platform not in PLATFORMS:
         raise _fail(path, f"'platform' must be one of {', '.join(PLATFORMS)}, got '{platform}'")
+    if data.get("lean") and data["runtime"] != "onnxruntime":
+        raise _fail(path, "'lean' is for ONNX Runtime targets (TensorRT fuses the same patterns itself)")
     if data["runtime"] == "tensorrt" and platform == "any":
         raise _fail(path, "a TensorRT target must name its 'platform' (jetson or x86_64): engines are not portable")
     if data["dcn_lowering"] == "native" and data["opset"] < 19:
@@ -148,7 +151,7 @@ def parse_target(path: Path) -> Target:
     int8 = _int8(path, data.get("int8", {}), data["runtime"], data["min_runtime_version"])
     return Target(data["name"], data["description"], data["runtime"], data["min_runtime_version"],
                   tuple(data["precisions"]), data["default_precision"], data["opset"], data["dcn_lowering"],
-                  data["workspace_mb"], Profile(lo, opt, hi), platform, dla.get("core"),
+                  data["workspace_mb"], Profile(lo, opt, hi), platform, data.get("lean", False), dla.get("core"),
                   dla.get("gpu_fallback", False), int8, path)
 
 

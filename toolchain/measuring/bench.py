@@ -25,7 +25,7 @@ from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
 from toolchain.backends.inference import detect_array
 from toolchain.measuring.timing import LatencyStats, interleaved_latency
 
-STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "onnx-fp16", "onnx-int8",
+STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
           "tensorrt-fp16", "tensorrt-int8")
 SETTINGS = ("easy", "medium", "hard")
 AGREEMENT = PostprocessConfig(score_threshold=0.5)
@@ -110,8 +110,9 @@ def _gpu_stage(make: Callable[[], Runner]) -> Callable[[], Runner]:
     return checked
 
 
-def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: Path) -> list[Stage]:
-    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.building.chain.prepare_artifacts``."""
+def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: Path, target=None) -> list[Stage]:
+    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.building.chain.prepare_artifacts``
+    for ``target``, whose shipped graph (an ONNX Runtime target's) is the ``cpu-target`` row."""
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
     from toolchain.backends.tensorrt_backend import TensorRTRunner, tensorrt_missing
     from toolchain.backends.torch_backend import TorchRunner
@@ -139,12 +140,22 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             return TensorRTRunner(folder / "model.engine", priors, precision)
         return make
 
+    def shipped() -> Runner:
+        from toolchain.stages.engine import shipped_onnx
+
+        if target is None or target.is_tensorrt:
+            raise Skip("the --target is not an ONNX Runtime target")
+        return OnnxRuntimeRunner(shipped_onnx(artifacts.onnx, target.default_precision), threads, spin=False)
+
+    default_graph = None if target is None or target.is_tensorrt else artifacts.onnx.get(
+        "lean" if target.lean and target.default_precision == "fp32" else target.default_precision)
     return [
         Stage("torch-fp32", "torch", "fp32", lambda: TorchRunner(featherface.load_model(model, weights)), weights),
         Stage("torch-cuda-fp16", "torch", "fp16", _gpu_stage(lambda: TorchRunner(
             featherface.load_model(model, weights), "cuda", half=True)), weights),
         Stage("onnx-fp32", "onnxruntime", "fp32", onnx("exported"), artifacts.exported),
         Stage("onnx-simplified", "onnxruntime", "fp32", onnx("fp32"), artifacts.onnx["fp32"]),
+        Stage("cpu-target", "onnxruntime", target.default_precision if target else "fp32", shipped, default_graph),
         Stage("onnx-fp16", "onnxruntime", "fp16", onnx("fp16"), artifacts.onnx.get("fp16")),
         Stage("onnx-int8", "onnxruntime", "int8", onnx("int8"), artifacts.onnx.get("int8")),
         Stage("tensorrt-fp16", "tensorrt", "fp16", tensorrt("fp16")),

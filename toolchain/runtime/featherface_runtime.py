@@ -122,6 +122,8 @@ class OnnxRuntimeModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if session.get("intra_op_num_threads"):
             options.intra_op_num_threads = session["intra_op_num_threads"]
+        if session.get("intra_op_allow_spinning") is False:  # idle workers sleep: the benchmarked setting
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=session.get("providers",
                                                                                       ["CPUExecutionProvider"]))
         self.input = self.session.get_inputs()[0].name

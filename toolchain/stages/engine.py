@@ -34,15 +34,14 @@ class EngineResult:
 
 def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir: str | Path,
                  trt_cache: Path | None = None, threads: int | None = None) -> EngineResult:
-    """``onnx`` maps fp32/fp16/int8(/int8-fp16) to ONNX files (only those the precision needs must exist)."""
+    """``onnx`` maps fp32/fp16/int8 (and int8-fp16, lean) to ONNX files; only those the precision needs must exist."""
     out_dir = Path(out_dir)
     target.check_precision(precision)
     if not target.is_tensorrt:
-        check_lint(onnx[precision], target)
-        shutil.copyfile(onnx[precision], out_dir / "model.onnx")
-        session = {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL",
-                   "intra_op_num_threads": threads or 0}
-        return EngineResult("onnxruntime-model", "model.onnx", "model.onnx", session)
+        graph = shipped_onnx(onnx, precision)
+        check_lint(graph, target)
+        shutil.copyfile(graph, out_dir / "model.onnx")
+        return EngineResult("onnxruntime-model", "model.onnx", "model.onnx", cpu_session(threads))
     fp32_layers = index_math_nodes(load_onnx(onnx["fp32"])) if precision != "fp32" else None
     present = {key: name for key, name in KIT_ONNX.items() if key in onnx}
     config = build_config(target, precision, present, "calib.cache" if trt_cache else None, fp32_layers)
@@ -66,6 +65,17 @@ def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir:
 
     info = build(config, out_dir)
     return EngineResult("tensorrt-engine", ENGINE, info["onnx"], engine_info=info)
+
+
+def shipped_onnx(onnx: dict[str, Path], precision: str) -> Path:
+    """The graph an ONNX Runtime bundle ships for ``precision``: the lean FP32 graph where one was built."""
+    return onnx["lean"] if precision == "fp32" and "lean" in onnx else onnx[precision]
+
+
+def cpu_session(threads: int | None) -> dict:
+    """The ONNX Runtime settings a CPU bundle records — the ones ``toolchain bench`` times its row with."""
+    return {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL",
+            "intra_op_num_threads": threads or 0, "intra_op_allow_spinning": False}
 
 
 def check_lint(path: Path, target: Target) -> None:

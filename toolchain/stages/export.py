@@ -66,11 +66,19 @@ def export_onnx(model_name: str, weights: str | Path | None, out: str | Path, lo
     with atomic_output(out) as tmp:
         onnx.save(proto, str(tmp))
         if check_images is not None:
-            comparisons = compare_runners(TorchRunner(model), OnnxRuntimeRunner(tmp), sample_batches(check_images))
-            problem = worst_violation(comparisons, FP32_TOLERANCES)
-            if problem:
-                raise ArtifactError(f"{out}: exported graph disagrees with PyTorch: {problem}")
+            comparisons = check_against_pytorch(model, tmp, check_images, f"{out}: exported graph")
     return ExportReport(out, lowering, opset, comparisons)
+
+
+def check_against_pytorch(model: torch.nn.Module, onnx_path: Path, images: str | Path, what: str) -> list[Comparison]:
+    """ONNX Runtime on ``onnx_path`` against the PyTorch ``model`` (torchvision's deformable conv, whatever the
+    graph's lowering) on real images at several shapes; raises ``ArtifactError`` ("<what> disagrees with
+    PyTorch: …") beyond the FP32 tolerances. Every stage that rewrites a float graph is held to this check."""
+    comparisons = compare_runners(TorchRunner(model), OnnxRuntimeRunner(onnx_path), sample_batches(images))
+    problem = worst_violation(comparisons, FP32_TOLERANCES)
+    if problem:
+        raise ArtifactError(f"{what} disagrees with PyTorch: {problem}")
+    return comparisons
 
 
 def _name_dynamic_axes(proto: onnx.ModelProto) -> None:

@@ -16,12 +16,10 @@ from onnx import helper, numpy_helper
 
 import featherface
 from featherface.errors import ArtifactError
-from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-from toolchain.backends.torch_backend import TorchRunner
 from toolchain.building.artifacts import atomic_output
-from toolchain.building.lowering import dcn_lowering
 from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
-from toolchain.measuring.compare import FP32_TOLERANCES, Comparison, compare_runners, sample_batches, worst_violation
+from toolchain.measuring.compare import Comparison
+from toolchain.stages.export import check_against_pytorch
 
 # Ops whose newer versions only added element types (bfloat16, float8, …): the node is valid as it is.
 # From the ONNX operator changelog (docs/Changelog.md): Add/Sub/Mul/Div-14, Relu-14, LeakyRelu-16,
@@ -209,10 +207,6 @@ def convert_opset(src: str | Path, out: str | Path, opset: int, weights: str | P
     with atomic_output(out) as tmp:
         onnx.save(converted, str(tmp))
         if check_images is not None:
-            model = featherface.load_model(meta["model"], weights)
-            with dcn_lowering(model, meta.get("dcn_lowering", "native")):
-                comparisons = compare_runners(TorchRunner(model), OnnxRuntimeRunner(tmp), sample_batches(check_images))
-            problem = worst_violation(comparisons, FP32_TOLERANCES)
-            if problem:
-                raise ArtifactError(f"{out}: opset-{opset} graph disagrees with PyTorch: {problem}")
+            comparisons = check_against_pytorch(featherface.load_model(meta["model"], weights), tmp, check_images,
+                                                f"{out}: opset-{opset} graph")
     return OpsetReport(out, opset, comparisons)

@@ -1,0 +1,274 @@
+"""Lean stage: a simplified FP32 graph → the same function in fewer, cheaper ONNX Runtime kernels.
+
+Each pass is an exact rewrite (equal up to float rounding), found where ``toolchain profile`` showed the
+time going on a CPU; the result is checked against PyTorch like every export:
+* ``deform_batchnorm``: a BatchNormalization right after a DeformConv folds into its weight and bias.
+* ``deform_mask_scale``: the DCNv2 mask ``2·sigmoid(m)`` — the factor 2 moves into the DeformConv weight
+  (the output is linear in the mask; ×2 is exact in floating point).
+* ``sibling_convs``: convolutions reading the same tensor with the same geometry (each DCN's 18-channel
+  offset and 9-channel mask predictors) become one convolution and a Split.
+* ``same_max_pool``: 'same' 3×3/2 max pooling written as flip → pad → pool → flip becomes one Pad whose
+  leading pad is ``size % 2`` (read from the shape) and the pool: two full-tensor copies fewer.
+* ``global_pools``: ReduceMean/ReduceMax over H and W (the CBAM channel attention) become
+  GlobalAveragePool/GlobalMaxPool, which run in ONNX Runtime's blocked (NCHWc) layout without reorders.
+"""
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+import featherface
+from featherface.errors import ArtifactError
+from toolchain.building.artifacts import atomic_output
+from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
+from toolchain.measuring.compare import Comparison
+from toolchain.stages.export import check_against_pytorch
+
+
+class _Graph:
+    """Producer/consumer maps and initializer access over a model being rewritten in place."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model, self.graph = model, model.graph
+        self.inits = {i.name: i for i in self.graph.initializer}
+        self.names = ({n for node in self.graph.node for n in (*node.input, *node.output)} | set(self.inits)
+                      | {n.name for n in self.graph.node})
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.producer = {o: n for n in self.graph.node for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in self.graph.output}
+
+    def array(self, name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def fresh(self, stem: str) -> str:
+        name, i = stem, 0
+        while name in self.names:
+            i += 1
+            name = f"{stem}_{i}"
+        self.names.add(name)
+        return name
+
+    def set_array(self, name: str, value: np.ndarray) -> str:
+        """A new initializer holding ``value`` (initializers may be shared, so none is changed in place)."""
+        new = self.fresh(name)
+        tensor = numpy_helper.from_array(value, new)
+        self.graph.initializer.append(tensor)
+        self.inits[new] = tensor
+        return new
+
+    def only_consumer(self, tensor: str):
+        users = self.consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in self.outputs else None
+
+    def remove(self, nodes) -> None:
+        for node in nodes:
+            self.graph.node.remove(node)
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def deform_batchnorm(g: _Graph) -> int:
+    done = 0
+    for dcn in [n for n in g.graph.node if n.op_type == "DeformConv"]:
+        bn = g.only_consumer(dcn.output[0])
+        if bn is None or bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        scale, shift, mean, var = (g.array(name) for name in bn.input[1:5])
+        weight = g.array(dcn.input[1])
+        if any(v is None for v in (scale, shift, mean, var, weight)):
+            continue
+        bias = g.array(dcn.input[3]) if len(dcn.input) > 3 and dcn.input[3] else np.zeros(weight.shape[0], weight.dtype)
+        if bias is None:
+            continue
+        factor = scale / np.sqrt(var + _attrs(bn).get("epsilon", 1e-5))
+        inputs = list(dcn.input) + [""] * (5 - len(dcn.input))
+        inputs[1] = g.set_array(f"{dcn.input[1]}_bn", (weight * factor[:, None, None, None]).astype(weight.dtype))
+        inputs[3] = g.set_array(f"{dcn.name}_bias_bn", ((bias - mean) * factor + shift).astype(weight.dtype))
+        del dcn.input[:]
+        dcn.input.extend(inputs[: 5 if inputs[4] else 4])
+        dcn.output[0] = bn.output[0]
+        g.remove([bn])
+        done += 1
+    return done
+
+
+def deform_mask_scale(g: _Graph) -> int:
+    done = 0
+    for dcn in [n for n in g.graph.node if n.op_type == "DeformConv" and len(n.input) > 4 and n.input[4]]:
+        mul = g.producer.get(dcn.input[4])
+        if mul is None or mul.op_type != "Mul" or g.only_consumer(mul.output[0]) is not dcn:
+            continue
+        constant = next((i for i in mul.input if i in g.inits), None)
+        value = g.array(constant) if constant else None
+        if value is None or value.size != 1:
+            continue
+        weight = g.array(dcn.input[1])
+        if weight is None:
+            continue
+        dcn.input[1] = g.set_array(f"{dcn.input[1]}_mask", (weight * value.reshape(())).astype(weight.dtype))
+        dcn.input[4] = next(i for i in mul.input if i != constant)
+        g.remove([mul])
+        done += 1
+    return done
+
+
+def sibling_convs(g: _Graph) -> int:
+    done = 0
+    groups: dict[tuple, list] = {}
+    for node in g.graph.node:
+        if node.op_type != "Conv" or _attrs(node).get("group", 1) != 1 or g.array(node.input[1]) is None:
+            continue
+        weight = g.array(node.input[1])
+        key = (node.input[0], tuple(sorted((k, str(v)) for k, v in _attrs(node).items())), weight.shape[1:],
+               len(node.input) > 2 and bool(node.input[2]))
+        groups.setdefault(key, []).append(node)
+    for (source, _, _, has_bias), convs in groups.items():
+        if len(convs) < 2:
+            continue
+        weights = [g.array(c.input[1]) for c in convs]
+        sizes = [w.shape[0] for w in weights]
+        merged = helper.make_node("Conv", [source, g.set_array(f"{convs[0].name}_merged_weight",
+                                                               np.concatenate(weights))], [g.fresh(f"{convs[0].name}_merged")],
+                                  name=g.fresh(f"{convs[0].name}_merged"), **_attrs(convs[0]))
+        if has_bias:
+            biases = [g.array(c.input[2]) for c in convs]
+            if any(b is None for b in biases):
+                continue
+            merged.input.append(g.set_array(f"{convs[0].name}_merged_bias", np.concatenate(biases)))
+        split = helper.make_node("Split", [merged.output[0], g.set_array(f"{convs[0].name}_split",
+                                                                         np.asarray(sizes, np.int64))],
+                                 [c.output[0] for c in convs], name=g.fresh(f"{convs[0].name}_split"), axis=1)
+        position = min(list(g.graph.node).index(c) for c in convs)
+        g.remove(convs)
+        g.graph.node.insert(position, split)
+        g.graph.node.insert(position, merged)
+        done += 1
+    return done
+
+
+def _is_flip(node, g: _Graph) -> bool:
+    """Slice reversing H and W: starts −1, ends −∞, axes (2, 3) or (−2, −1), steps −1."""
+    if node is None or node.op_type != "Slice" or len(node.input) != 5:
+        return False
+    starts, ends, axes, steps = (g.array(i) for i in node.input[1:5])
+    if any(v is None for v in (starts, ends, axes, steps)):
+        return False
+    return (list(starts) == [-1, -1] and all(e <= -(2 ** 62) for e in ends) and sorted(axes % 4) == [2, 3]
+            and list(steps) == [-1, -1])
+
+
+def same_max_pool(g: _Graph) -> int:
+    done = 0
+    for pool in [n for n in g.graph.node if n.op_type == "MaxPool"]:
+        attrs = _attrs(pool)
+        pad = g.producer.get(pool.input[0])
+        if (attrs.get("kernel_shape") != [3, 3] or attrs.get("strides") != [2, 2] or any(attrs.get("pads", [0]))
+                or pad is None or pad.op_type != "Pad" or g.only_consumer(pad.output[0]) is not pool):
+            continue
+        flip_in, flip_out = g.producer.get(pad.input[0]), g.only_consumer(pool.output[0])
+        pads = g.array(pad.input[1]) if len(pad.input) > 1 else None
+        value = g.array(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+        if (not (_is_flip(flip_in, g) and _is_flip(flip_out, g)) or g.only_consumer(flip_in.output[0]) is not pad
+                or pads is None or list(pads) != [0, 0, 1, 1, 0, 0, 1, 1] or value is None or np.any(value)
+                or (len(pad.input) > 3 and pad.input[3])):
+            continue
+        # pads = [0, 0, H % 2, W % 2, 0, 0, 1, 1]: 'same' puts size % 2 zeros before and one after.
+        stem = pool.name
+        shape, parity, dynamic = (g.fresh(f"{stem}_{s}") for s in ("shape", "parity", "pads"))
+        new = [
+            helper.make_node("Shape", [flip_in.input[0]], [shape], name=g.fresh(f"{stem}_shape"), start=2, end=4),
+            helper.make_node("Mod", [shape, g.set_array(f"{stem}_two", np.asarray([2], np.int64))], [parity],
+                             name=g.fresh(f"{stem}_mod")),
+            helper.make_node("Concat", [g.set_array(f"{stem}_zeros", np.zeros(2, np.int64)), parity,
+                                        g.set_array(f"{stem}_after", np.asarray([0, 0, 1, 1], np.int64))],
+                             [dynamic], name=g.fresh(f"{stem}_concat"), axis=0),
+        ]
+        pad.input[0] = flip_in.input[0]
+        pad.input[1] = dynamic
+        pool.output[0] = flip_out.output[0]
+        position = list(g.graph.node).index(pad)
+        for node in reversed(new):
+            g.graph.node.insert(position, node)
+        g.remove([flip_in, flip_out])
+        done += 1
+    return done
+
+
+def global_pools(g: _Graph) -> int:
+    done = 0
+    for node in [n for n in g.graph.node if n.op_type in ("ReduceMean", "ReduceMax")]:
+        axes = g.array(node.input[1]) if len(node.input) > 1 and node.input[1] else _attrs(node).get("axes")
+        if axes is None or sorted(int(a) % 4 for a in np.asarray(axes).reshape(-1)) != [2, 3]:
+            continue
+        op = "GlobalAveragePool" if node.op_type == "ReduceMean" else "GlobalMaxPool"
+        if _attrs(node).get("keepdims", 1):
+            g.graph.node[list(g.graph.node).index(node)].CopyFrom(
+                helper.make_node(op, [node.input[0]], [node.output[0]], name=node.name))
+        else:
+            pooled = g.fresh(f"{node.name}_pooled")
+            position = list(g.graph.node).index(node)
+            g.graph.node.insert(position, helper.make_node(op, [node.input[0]], [pooled], name=g.fresh(f"{node.name}_pool")))
+            g.graph.node[position + 1].CopyFrom(
+                helper.make_node("Flatten", [pooled], [node.output[0]], name=node.name, axis=1))
+        done += 1
+    return done
+
+
+PASSES = (deform_batchnorm, deform_mask_scale, sibling_convs, same_max_pool, global_pools)
+
+
+def lean_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:
+    """``model`` after every pass (a copy), and how many sites each pass rewrote."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    counts: Counter = Counter()
+    for rewrite in PASSES:
+        graph = _Graph(model)
+        counts[rewrite.__name__] = rewrite(graph)
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model, full_check=True)
+    return model, counts
+
+
+@dataclass
+class LeanReport:
+    path: Path
+    rewrites: Counter
+    before: int
+    after: int
+    comparisons: list[Comparison] = field(default_factory=list)
+
+
+def lean_onnx(src: str | Path, out: str | Path, weights: str | Path | None,
+              check_images: str | Path | None = None) -> LeanReport:
+    """``src`` rewritten by ``PASSES``; with ``check_images`` it is run against the PyTorch model it was
+    exported from and refused, leaving nothing at ``out``, beyond the export tolerances."""
+    out = Path(out)
+    source = load_onnx(src)
+    meta = get_metadata(source)
+    try:
+        lean, counts = lean_model(source)
+    except onnx.checker.ValidationError as exc:
+        raise ArtifactError(f"{src}: lean rewrite produced an invalid graph ({str(exc).splitlines()[0]})") from None
+    set_metadata(lean, {"lean": dict(counts)})
+    comparisons: list[Comparison] = []
+    with atomic_output(out) as tmp:
+        onnx.save(lean, str(tmp))
+        if check_images is not None:
+            comparisons = check_against_pytorch(featherface.load_model(meta["model"], weights), tmp, check_images,
+                                                f"{out}: lean graph")
+    return LeanReport(out, counts, len(source.graph.node), len(lean.graph.node), comparisons)
