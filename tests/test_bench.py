@@ -86,6 +86,11 @@ def test_report_writes_markdown_html_and_plots(rows, tmp_path):
     html = write_report(rows, {"threads": 1}, tmp_path)
     page = html.read_text()
     assert page.count("data:image/png;base64,") == 2 and "torch-perturbed" in page and "no such accelerator" in page
+    assert "<table>" in page and "<pre>" not in page and "<dt>ΔAP</dt>" in page
+    assert "<td class='v outside-budget'>outside budget</td>" in page  # the perturbed weights lose > 0.2 AP
+    assert "<td class='v reference'>reference</td>" in page and "class='reason'>skipped: no such accelerator" in page
+    peer = rows[0].__class__("featherface-v1", "peer-yunet_n", "opencv", "fp32", peer=True)
+    assert peer.label == "yunet_n (peer)" and peer.verdict(False) == "peer"
     for name in ("pr_curves.png", "accuracy_latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![PR curves](pr_curves.png)" in (tmp_path / "report.md").read_text()

@@ -28,6 +28,8 @@ from toolchain.measuring.timing import LatencyStats, interleaved_latency
 STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
           "tensorrt-fp16", "tensorrt-int8")
 SETTINGS = ("easy", "medium", "hard")
+# ΔAP a compressed stage may lose against its model's PyTorch FP32 reference (the INT8 budget; FP16 is tighter).
+BUDGET = {"easy": -0.005, "medium": -0.005, "hard": -0.010}
 AGREEMENT = PostprocessConfig(score_threshold=0.5)
 Echo = Callable[[str], None]
 
@@ -77,10 +79,28 @@ class StageResult:
     peak_rss_mb: float | None = None
     curves: dict = field(default_factory=dict, repr=False)  # setting → (recall, precision); not in JSON
 
+    peer: bool = False
+
     def as_json(self) -> dict:
         out = asdict(self)
         out.pop("curves")
         return out
+
+    @property
+    def label(self) -> str:
+        """How a person reads the row: peers by their own name, marked as peers."""
+        return f"{self.name.removeprefix('peer-')} (peer)" if self.peer else f"{self.model} {self.name}"
+
+    def verdict(self, reference: bool) -> str:
+        """'reference', 'within budget', 'outside budget' (any ΔAP below ``BUDGET``), 'peer', or the status."""
+        if self.status != "ok":
+            return self.status
+        if self.peer:
+            return "peer"
+        if reference:
+            return "reference"
+        deltas = (self.d_easy, self.d_medium, self.d_hard)
+        return "within budget" if all(d >= BUDGET[k] for d, k in zip(deltas, SETTINGS)) else "outside budget"
 
 
 def reset_peak_rss() -> None:
@@ -193,7 +213,7 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
     check = [_batch(group) for group in check_images]
     reference = None
     for stage in stages:
-        row = StageResult(model, stage.name, stage.backend, stage.precision)
+        row = StageResult(model, stage.name, stage.backend, stage.precision, peer=stage.peer)
         row.size_bytes = stage.file.stat().st_size if stage.file and stage.file.is_file() else None
         results.append(row)
         reset_peak_rss()
@@ -258,10 +278,21 @@ def _fail(by_name: dict, timed: dict, errors: dict[str, str]) -> None:
         timed.pop(name, None)
 
 
+def cpu_model() -> str:
+    """The processor's marketing name (``/proc/cpuinfo``), not just its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(threads: int) -> dict:
     import onnxruntime
 
-    return {"threads": threads, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"threads": threads, "cpu": cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -270,15 +301,15 @@ def table(rows: list[StageResult]) -> str:
     def f(v, spec):
         return "-" if v is None else format(v, spec)
 
-    head = (f"{'model':<20}{'stage':<17}{'easy':>7}{'medium':>7}{'hard':>7}{'Δeasy':>8}{'Δmed':>8}{'Δhard':>8}"
+    head = (f"{'stage':<37}{'easy':>7}{'medium':>7}{'hard':>7}{'Δeasy':>8}{'Δmed':>8}{'Δhard':>8}"
             f"{'max|Δ|':>9}{'cos':>9}{'F1':>6}{'p50ms':>8}{'p99ms':>8}{'×ref':>6}{'fps@8':>7}{'MB':>6}{'RSS':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.status != "ok":
-            lines.append(f"{r.model:<20}{r.name:<17}{r.status}: {r.skipped_reason or r.error}")
+            lines.append(f"{r.label:<37}{r.status}: {r.skipped_reason or r.error}")
             continue
         lines.append(
-            f"{r.model:<20}{r.name:<17}{f(r.easy, '.4f'):>7}{f(r.medium, '.4f'):>7}{f(r.hard, '.4f'):>7}"
+            f"{r.label:<37}{f(r.easy, '.4f'):>7}{f(r.medium, '.4f'):>7}{f(r.hard, '.4f'):>7}"
             f"{f(r.d_easy, '+.4f'):>8}{f(r.d_medium, '+.4f'):>8}{f(r.d_hard, '+.4f'):>8}{f(r.max_abs_diff, '.2e'):>9}"
             f"{f(r.cosine, '.5f'):>9}{f(r.det_f1, '.3f'):>6}{f(r.p50_ms, '.1f'):>8}{f(r.p99_ms, '.1f'):>8}"
             f"{f(r.speedup, '.2f'):>6}{f(r.fps_batch8, '.1f'):>7}"

@@ -1,4 +1,9 @@
-"""Bench report: Markdown + a self-contained HTML page (PNG plots embedded) + the PNGs themselves."""
+"""Bench report: Markdown + a self-contained HTML page (PNG plots embedded) + the PNGs themselves.
+
+The main table is a real table a person can scan: one row per stage, its budget verdict (ΔAP against the
+model's PyTorch FP32 reference outside −0.005 / −0.005 / −0.010 is marked), skipped and failed stages with
+their reason, peers labelled as peers, and a legend for the columns.
+"""
 import base64
 import html
 import io
@@ -10,7 +15,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from toolchain.building.artifacts import write_bytes, write_text  # noqa: E402
-from toolchain.measuring.bench import SETTINGS, StageResult, table  # noqa: E402
+from toolchain.measuring.bench import BUDGET, SETTINGS, StageResult  # noqa: E402
+
+COLUMNS = (
+    ("stage", "model and stage; peers are other detectors run on the same images"),
+    ("verdict", f"ΔAP against the model's PyTorch FP32 reference within −{-BUDGET['easy']:g} / "
+                f"−{-BUDGET['medium']:g} / −{-BUDGET['hard']:g} (easy / medium / hard) or not"),
+    ("easy / medium / hard", "WIDER FACE AP, 0–1 scale, official protocol on the val folder"),
+    ("ΔAP", "AP minus the reference's (for a peer: minus the first model's reference)"),
+    ("max |Δ|, cos", "largest absolute output difference and lowest cosine against the reference, same inputs"),
+    ("F1", "detection agreement with the reference at IoU 0.5 (score ≥ 0.5)"),
+    ("p50 / p99 ms", "latency percentiles at the first input size, batch 1, interleaved with every stage"),
+    ("×ref", "reference p50 / this stage's p50, same run"),
+    ("fps@8", "images per second at batch 8"),
+    ("MB", "model file size"),
+    ("RSS MB", "process peak resident memory while the stage loaded and ran"),
+)
 
 
 def _png(fig) -> bytes:
@@ -26,7 +46,8 @@ def pr_curves(rows: list[StageResult]) -> bytes:
         for r in rows:
             if r.status == "ok" and setting in r.curves:
                 recall, precision = r.curves[setting]
-                ax.plot(recall, precision, label=f"{r.model} {r.name} ({getattr(r, setting):.3f})", lw=1.2)
+                ax.plot(recall, precision, label=f"{r.label} ({getattr(r, setting):.3f})", lw=1.2,
+                        ls="--" if r.peer else "-")
         ax.set_title(f"WIDER {setting}")
         ax.set_xlabel("recall")
         ax.set_xlim(0, 1)
@@ -38,19 +59,78 @@ def pr_curves(rows: list[StageResult]) -> bytes:
 
 
 def accuracy_vs_latency(rows: list[StageResult]) -> bytes:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for r in rows:
-        if r.status == "ok" and r.p50_ms:
-            mean_ap = (r.easy + r.medium + r.hard) / 3
-            ax.scatter(r.p50_ms, mean_ap, s=40)
-            ax.annotate(f"{r.model}\n{r.name}", (r.p50_ms, mean_ap), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8.5, 5.4))
+    points = [(r, r.p50_ms, (r.easy + r.medium + r.hard) / 3) for r in rows if r.status == "ok" and r.p50_ms]
+    for i, (r, ms, ap) in enumerate(points):
+        ax.scatter(ms, ap, s=46, marker="D" if r.peer else "o", zorder=3)
+        # Alternate label sides so neighbouring points do not write over each other.
+        ax.annotate(r.label, (ms, ap), fontsize=7, xytext=(6, 8 if i % 2 else -12), textcoords="offset points")
+    if points:
+        aps = [ap for _, _, ap in points]
+        span = max(max(aps) - min(aps), 0.01)
+        ax.set_ylim(min(aps) - 0.25 * span, max(aps) + 0.35 * span)  # room above for labels, below the title
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency, ms (log scale, first input size, batch 1)")
-    ax.set_ylabel("mean of easy/medium/hard AP")
+    ax.set_ylabel("mean of easy / medium / hard AP")
     ax.grid(alpha=0.3, which="both")
-    ax.set_title("Accuracy vs latency")
+    ax.set_title("Accuracy vs latency (◆ = peer)", pad=14)
     return _png(fig)
+
+
+def _f(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _cells(row: StageResult, reference: bool) -> list[str]:
+    if row.status != "ok":
+        return [row.label, row.verdict(reference), f"{row.status}: {row.skipped_reason or row.error}"]
+    return [row.label, row.verdict(reference),
+            " / ".join(_f(getattr(row, k), ".4f") for k in SETTINGS),
+            " / ".join(_f(getattr(row, f"d_{k}"), "+.4f") for k in SETTINGS),
+            f"{_f(row.max_abs_diff, '.1e')}, {_f(row.cosine, '.5f')}", _f(row.det_f1, ".3f"),
+            f"{_f(row.p50_ms, '.1f')} / {_f(row.p99_ms, '.1f')}", _f(row.speedup, ".2f"), _f(row.fps_batch8, ".1f"),
+            _f(row.size_bytes / 1e6 if row.size_bytes else None, ".2f"), _f(row.peak_rss_mb, ".0f")]
+
+
+def _with_reference(rows: list[StageResult]):
+    seen = set()
+    for row in rows:
+        yield row, row.model not in seen and not row.peer
+        if not row.peer:
+            seen.add(row.model)
+
+
+def markdown_table(rows: list[StageResult]) -> str:
+    names = [name for name, _ in COLUMNS]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row, reference in _with_reference(rows):
+        cells = _cells(row, reference)
+        lines.append("| " + " | ".join(cells + [""] * (len(names) - len(cells))) + " |")
+    return "\n".join(lines)
+
+
+def html_table(rows: list[StageResult]) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in COLUMNS)
+    body = []
+    for row, reference in _with_reference(rows):
+        cells = _cells(row, reference)
+        verdict = row.verdict(reference).replace(" ", "-")
+        tds = [f"<td>{html.escape(cells[0])}</td>", f"<td class='v {verdict}'>{html.escape(cells[1])}</td>"]
+        if row.status != "ok":
+            tds.append(f"<td colspan='{len(COLUMNS) - 2}' class='reason'>{html.escape(cells[2])}</td>")
+        else:
+            tds += [f"<td class='n'>{html.escape(c)}</td>" for c in cells[2:]]
+        body.append(f"<tr class='{'peer' if row.peer else row.status}'>{''.join(tds)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}"
+         "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f0f0f0}"
+         "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+         "tr.peer td{background:#f7f7fb;font-style:italic}tr.skipped td,tr.failed td{color:#777}"
+         ".v.within-budget{background:#e3f4e3}.v.outside-budget{background:#fbe0e0;font-weight:bold}"
+         ".v.reference{background:#eef}.v.failed{background:#fbe0e0}dl{font-size:13px}dt{font-weight:bold}"
+         "dd{margin:0 0 .4em 1.5em}")
 
 
 def write_report(rows: list[StageResult], env: dict, folder: str | Path) -> Path:
@@ -60,23 +140,17 @@ def write_report(rows: list[StageResult], env: dict, folder: str | Path) -> Path
     for name, data in plots.items():
         write_bytes(folder / name, data)
     setup = ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
-    notes = [f"- **{r.model} {r.name}**: {r.status} — {r.skipped_reason or r.error}" for r in rows if r.status != "ok"]
-    markdown = "\n".join([
-        "# FeatherFace bench", "", f"Setup: {setup}.", "",
-        "AP and ΔAP on the 0–1 scale; Δ, drift and F1 against each model's PyTorch FP32 reference; "
-        "×ref = reference p50 / stage p50 (same run, interleaved).", "",
-        "```", table(rows), "```", "", *notes, "",
-        "![PR curves](pr_curves.png)", "", "![Accuracy vs latency](accuracy_latency.png)", ""])
+    legend = [f"- **{name}**: {meaning}" for name, meaning in COLUMNS]
+    markdown = "\n".join(["# FeatherFace bench", "", f"Setup: {setup}.", "", markdown_table(rows), "", *legend, "",
+                          "![PR curves](pr_curves.png)", "", "![Accuracy vs latency](accuracy_latency.png)", ""])
     write_text(folder / "report.md", markdown)
     images = "".join(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" style="max-width:100%" '
                      f'src="data:image/png;base64,{base64.b64encode(plots[name]).decode()}">'
                      for name, title in (("pr_curves.png", "Precision–recall per stage"),
                                          ("accuracy_latency.png", "Accuracy vs latency")))
+    definitions = "".join(f"<dt>{html.escape(n)}</dt><dd>{html.escape(m)}</dd>" for n, m in COLUMNS)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>FeatherFace bench</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}pre{{font-size:12px;background:#f6f6f6;padding:1em;"
-            f"overflow-x:auto}}</style></head><body><h1>FeatherFace bench</h1><p>{html.escape(setup)}</p>"
-            f"<pre>{html.escape(table(rows))}</pre><ul>"
-            + "".join(f"<li>{html.escape(n[2:])}</li>" for n in notes)
-            + f"</ul>{images}</body></html>\n")
+            f"<style>{STYLE}</style></head><body><h1>FeatherFace bench</h1><p>{html.escape(setup)}</p>"
+            f"{html_table(rows)}<h2>Columns</h2><dl>{definitions}</dl>{images}</body></html>\n")
     write_text(folder / "report.html", page)
     return folder / "report.html"
