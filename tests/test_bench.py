@@ -89,6 +89,9 @@ def test_report_writes_markdown_html_and_plots(rows, tmp_path):
     assert "<table>" in page and "<pre>" not in page and "<dt>ΔAP</dt>" in page
     assert "<td class='v outside-budget'>outside budget</td>" in page  # the perturbed weights lose > 0.2 AP
     assert "<td class='v reference'>reference</td>" in page and "class='reason'>skipped: no such accelerator" in page
+    onnx_row = next(r for r in rows if r.name == "onnx-fp32")
+    assert onnx_row.op_profile and abs(sum(p["share"] for p in onnx_row.op_profile) - 1) < 1e-6
+    assert "Where the time goes" in page and "DeformConv" in page
     peer = rows[0].__class__("featherface-v1", "peer-yunet_n", "opencv", "fp32", peer=True)
     assert peer.label == "yunet_n (peer)" and peer.verdict(False) == "peer"
     for name in ("pr_curves.png", "accuracy_latency.png"):

@@ -492,7 +492,7 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
                                             profile) if s.name in wanted]
         if model == models[0]:
             chosen += peer_stages
-        rows += bench_model(model, chosen, data, square, runs, echo=echo)
+        rows += bench_model(model, chosen, data, square, runs, echo=echo, threads=threads)
     env = environment(threads)
     click.echo(table(rows))
     click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)

@@ -77,6 +77,7 @@ class StageResult:
     fps_batch8: float | None = None
     size_bytes: int | None = None
     peak_rss_mb: float | None = None
+    op_profile: list = field(default_factory=list)  # ONNX stages: time per op type (toolchain profile)
     curves: dict = field(default_factory=dict, repr=False)  # setting → (recall, precision); not in JSON
 
     peer: bool = False
@@ -205,8 +206,10 @@ def _peer_agreement(reference: Runner, peer, images: list[list[np.ndarray]]) -> 
 
 
 def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[int, int], ...] = ((640, 640), (320, 320)),
-                runs: int = 50, batch8_runs: int = 10, echo: Echo = print) -> list[StageResult]:
-    """Run ``stages`` (the first is the reference) on ``data``; returns one result per stage."""
+                runs: int = 50, batch8_runs: int = 10, echo: Echo = print, threads: int | None = None,
+                profile_runs: int = 10) -> list[StageResult]:
+    """Run ``stages`` (the first is the reference) on ``data``; returns one result per stage. ONNX Runtime
+    stages are also profiled per op type at the first size (``profile_runs`` runs; 0 skips it)."""
     results = []
     timed: dict[str, Callable[[list[np.ndarray], np.ndarray], object]] = {}  # stage → call on (images, batch)
     check_images = [_images(data / "images", size, 1) for size in sizes] + [_images(data / "images", sizes[0], 2)]
@@ -246,6 +249,15 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
         if reference is None and row.status != "ok":
             raise RuntimeError(f"{model}: the reference stage {stage.name} did not run ({row.error or row.skipped_reason})")
     by_name = {r.name: r for r in results}
+    if profile_runs:
+        from toolchain.measuring.profile import profile_onnx
+
+        for stage in stages:
+            row = by_name[stage.name]
+            if stage.backend == "onnxruntime" and row.status == "ok" and stage.file:
+                echo(f"[{model}] {stage.name}: ONNX Runtime profile at {sizes[0][0]}x{sizes[0][1]}")
+                report = profile_onnx(stage.file, sizes[0], threads=threads, runs=profile_runs, warmup=3)
+                row.op_profile = report.as_json()["op_types"]
     for i, size in enumerate(sizes):
         echo(f"[{model}] latency at {size[0]}x{size[1]}, batch 1: {runs} interleaved runs per stage")
         images, x = check_images[i], check[i]

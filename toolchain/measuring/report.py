@@ -59,21 +59,24 @@ def pr_curves(rows: list[StageResult]) -> bytes:
 
 
 def accuracy_vs_latency(rows: list[StageResult]) -> bytes:
-    fig, ax = plt.subplots(figsize=(8.5, 5.4))
+    """One marker per stage, named in a legend beside the axes: stages of one model sit close together, so
+    labels written next to the points would overlap."""
+    fig, ax = plt.subplots(figsize=(10, 5))
     points = [(r, r.p50_ms, (r.easy + r.medium + r.hard) / 3) for r in rows if r.status == "ok" and r.p50_ms]
+    markers = "osv^<>ph*"
     for i, (r, ms, ap) in enumerate(points):
-        ax.scatter(ms, ap, s=46, marker="D" if r.peer else "o", zorder=3)
-        # Alternate label sides so neighbouring points do not write over each other.
-        ax.annotate(r.label, (ms, ap), fontsize=7, xytext=(6, 8 if i % 2 else -12), textcoords="offset points")
+        ax.scatter(ms, ap, s=52, marker="D" if r.peer else markers[i % len(markers)], zorder=3,
+                   label=f"{r.label}: {ms:.1f} ms, AP {ap:.4f}")
     if points:
         aps = [ap for _, _, ap in points]
         span = max(max(aps) - min(aps), 0.01)
-        ax.set_ylim(min(aps) - 0.25 * span, max(aps) + 0.35 * span)  # room above for labels, below the title
+        ax.set_ylim(min(aps) - 0.15 * span, max(aps) + 0.15 * span)
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency, ms (log scale, first input size, batch 1)")
     ax.set_ylabel("mean of easy / medium / hard AP")
     ax.grid(alpha=0.3, which="both")
-    ax.set_title("Accuracy vs latency (◆ = peer)", pad=14)
+    ax.set_title("Accuracy vs latency (◆ = peer)", pad=12)
     return _png(fig)
 
 
@@ -124,6 +127,12 @@ def html_table(rows: list[StageResult]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def profile_table(rows: list[StageResult], top: int = 5) -> list[list[str]]:
+    """Per ONNX Runtime stage: its ``top`` op types by share of kernel time (the bench's profile)."""
+    return [[row.label] + [f"{p['op_type']} {p['share']:.0%}" for p in row.op_profile[:top]]
+            for row in rows if row.op_profile]
+
+
 STYLE = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}"
          "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f0f0f0}"
          "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
@@ -141,16 +150,24 @@ def write_report(rows: list[StageResult], env: dict, folder: str | Path) -> Path
         write_bytes(folder / name, data)
     setup = ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
     legend = [f"- **{name}**: {meaning}" for name, meaning in COLUMNS]
+    profiles = profile_table(rows)
+    where = (["## Where the time goes (ONNX Runtime profile, first input size: top op types by kernel time)", "",
+              "| stage | 1st | 2nd | 3rd | 4th | 5th |", "|---|---|---|---|---|---|",
+              *("| " + " | ".join(cells) + " |" for cells in profiles), ""] if profiles else [])
     markdown = "\n".join(["# FeatherFace bench", "", f"Setup: {setup}.", "", markdown_table(rows), "", *legend, "",
-                          "![PR curves](pr_curves.png)", "", "![Accuracy vs latency](accuracy_latency.png)", ""])
+                          *where, "![PR curves](pr_curves.png)", "", "![Accuracy vs latency](accuracy_latency.png)", ""])
     write_text(folder / "report.md", markdown)
     images = "".join(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" style="max-width:100%" '
                      f'src="data:image/png;base64,{base64.b64encode(plots[name]).decode()}">'
                      for name, title in (("pr_curves.png", "Precision–recall per stage"),
                                          ("accuracy_latency.png", "Accuracy vs latency")))
     definitions = "".join(f"<dt>{html.escape(n)}</dt><dd>{html.escape(m)}</dd>" for n, m in COLUMNS)
+    where_html = ("<h2>Where the time goes</h2><p>ONNX Runtime's profiler at the first input size: the top op types "
+                  "by share of kernel time (<code>toolchain profile</code> lists every node).</p><table><tbody>"
+                  + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                            for cells in profiles) + "</tbody></table>") if profiles else ""
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>FeatherFace bench</title>"
             f"<style>{STYLE}</style></head><body><h1>FeatherFace bench</h1><p>{html.escape(setup)}</p>"
-            f"{html_table(rows)}<h2>Columns</h2><dl>{definitions}</dl>{images}</body></html>\n")
+            f"{html_table(rows)}<h2>Columns</h2><dl>{definitions}</dl>{where_html}{images}</body></html>\n")
     write_text(folder / "report.html", page)
     return folder / "report.html"
