@@ -45,3 +45,14 @@ def convs_touching(model: onnx.ModelProto, tensors: set[str]) -> list[str]:
     """Conv nodes that produce or consume any of ``tensors``."""
     return sorted(n.name for n in model.graph.node
                   if n.op_type == "Conv" and tensors & (set(n.input) | set(n.output)))
+
+
+def worst_noise(per_subset: list[list[TensorNoise]]) -> list[TensorNoise]:
+    """Per tensor, its noisiest reading over several calibration subsets (originals, each shift), noisiest
+    first: a layer that breaks only under one shift still shows up."""
+    worst: dict[str, TensorNoise] = {}
+    for rows in per_subset:
+        for row in rows:
+            if row.tensor not in worst or row.local_db < worst[row.tensor].local_db:
+                worst[row.tensor] = row
+    return sorted(worst.values(), key=lambda r: r.local_db)

@@ -9,6 +9,7 @@ import numpy as np
 
 import featherface
 from featherface import paths
+from featherface.data.shifts import SHIFTS
 from featherface.errors import FeatherFaceError, first_line
 from featherface.postprocess import Detections, PostprocessConfig
 from featherface.preprocess import list_images
@@ -283,7 +284,9 @@ def _target_help(prefix: str) -> str:
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Measure the shipped graph's AP here (default: the shared val set; 'none' to skip).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads recorded in the bundle.")
-def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads) -> None:
+@click.option("--allow-shift-miss", is_flag=True,
+              help="Ship an INT8 graph that misses the budget on a shift its target claims (recorded in the manifest).")
+def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads, allow_shift_miss) -> None:
     """The whole chain for a target: export → simplify → calibrate → quantize → engine → bundle."""
     from toolchain.building.chain import build_target
     from toolchain.building.targets import load_target
@@ -294,7 +297,8 @@ def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads
         raise click.UsageError(f"{model} has no default weights; pass --weights")
     val_dir = None if val is not None and str(val).lower() == "none" else (val or paths.default_val_dir())
     result = build_target(model, weights, profile, precision or profile.default_precision, build_dir,
-                          calib or paths.default_calib_dir(), val_dir, threads, echo=lambda m: click.echo(m, err=True))
+                          calib or paths.default_calib_dir(), val_dir, threads, echo=lambda m: click.echo(m, err=True),
+                          allow_shift_miss=allow_shift_miss)
     click.echo(result.summary())
 
 
@@ -449,8 +453,11 @@ def train_profile_cmd(model, batch_size, image_size, amp, find_batch_size) -> No
 @click.option("--peer", "peers", multiple=True, type=click.Path(path_type=Path),
               help="YuNet ONNX peer row(s), timed with the first model (default: the shared yunet_n_dynamic.onnx).")
 @click.option("--no-peers", is_flag=True)
+@click.option("--shifts", default=None,
+              help="Also evaluate every stage on shifted copies of the val images: comma-separated names or 'all' ("
+                   + ", ".join(SHIFTS) + ").")
 def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build_dir, calib, json_out, report,
-              peers, no_peers) -> None:
+              peers, no_peers, shifts) -> None:
     """Every stage side by side against PyTorch FP32: AP, drift, agreement, latency, size, memory."""
     import os
 
@@ -465,6 +472,10 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
 
     if weights is not None and len(models) > 1:
         raise click.UsageError("--weights goes with a single --model")
+    shift_names = tuple(SHIFTS) if shifts == "all" else tuple(s.strip() for s in (shifts or "").split(",") if s.strip())
+    unknown_shifts = sorted(set(shift_names) - set(SHIFTS))
+    if unknown_shifts:
+        raise click.UsageError(f"unknown shift(s) {', '.join(unknown_shifts)} (known: {', '.join(SHIFTS)})")
     wanted = STAGES if stages is None else ("torch-fp32", *[s.strip() for s in stages.split(",") if s.strip()])
     unknown = sorted(set(wanted) - set(STAGES))
     if unknown:
@@ -492,7 +503,8 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
                                             profile) if s.name in wanted]
         if model == models[0]:
             chosen += peer_stages
-        rows += bench_model(model, chosen, data, square, runs, echo=echo, threads=threads)
+        rows += bench_model(model, chosen, data, square, runs, echo=echo, threads=threads,
+                                shifts=shift_names)
     env = environment(threads)
     click.echo(table(rows))
     click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)

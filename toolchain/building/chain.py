@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import featherface
+from featherface.errors import ArtifactError
 from toolchain import __version__
 from toolchain.building.artifacts import sha256_file
 from toolchain.building.metadata import get_metadata, load_onnx
@@ -128,6 +129,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         settings = target.int8
         images = calib_dir / "images"
         calib_parts = {"onnx": sources["onnx_sha256"], "method": settings.method, "count": settings.images,
+                       "shifts": list(settings.shifts),
                        "symmetric": settings.activations == "s8", "trt": target.min_runtime_version,
                        "images": sorted((p.relative_to(images).as_posix(), sha256_file(p))
                                         for p in images.rglob("*") if p.is_file())}
@@ -135,6 +137,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         def calibrate_into(folder: Path) -> None:
             report = calibrate_onnx(simplified, images, folder, settings.method, settings.images,
                                     symmetric=settings.activations == "s8", trt_version=target.min_runtime_version,
+                                    shifts=settings.shifts,
                                     on_image=lambda i, n: echo(f"  calibrating {i}/{n}") if i % 10 == 0 or i == n
                                     else None)
             if report.skipped:
@@ -148,7 +151,8 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
             cache_file = calib / f"calib-{settings.method}.json"
             onnx["int8"] = steps.file(
                 "int8", {"onnx": sources["onnx_sha256"], "toolchain": __version__, "ranges": sha256_file(cache_file),
-                         "activations": settings.activations, "threshold": settings.noise_threshold_db}, ".onnx",
+                         "activations": settings.activations, "threshold": settings.noise_threshold_db,
+                         "shifts": list(settings.shifts)}, ".onnx",
                 lambda out: _quantize(simplified, cache_file, out, settings, images, echo))
             if target.is_tensorrt and target.platform == "x86_64":
                 # TensorRT 11 (x86 only: it has no JetPack release) is strongly typed and would run everything
@@ -161,8 +165,11 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
 
 def build_target(model: str, weights: Path, target: Target, precision: str, build_root: Path,
                  calib_dir: Path, val_dir: Path | None = None, threads: int | None = None,
-                 echo: Echo = print) -> BuildResult:
-    """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done."""
+                 echo: Echo = print, allow_shift_miss: bool = False) -> BuildResult:
+    """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done.
+
+    An INT8 graph that misses the budget on a shift its target claims is refused (nothing written) unless
+    ``allow_shift_miss``, which the manifest then records."""
     target.check_precision(precision)
     artifacts = prepare_artifacts(model, weights, target, (precision,), build_root, calib_dir, echo)
     onnx, sources = artifacts.onnx, artifacts.sources
@@ -173,6 +180,8 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
         engine = build_engine(target, precision, onnx, tmp, artifacts.trt_cache, threads)
         profile = {"min": target.profile.min, "opt": target.profile.opt, "max": target.profile.max}
         accuracy = _accuracy(onnx, precision, engine.onnx, val_dir, profile, echo) if val_dir else None
+        if precision == "int8" and target.int8.shifts:
+            accuracy = dict(accuracy or {}, **check_shifts(onnx, target, val_dir, allow_shift_miss, echo))
         meta = get_metadata(load_onnx(onnx['fp32']))
         manifest = write_bundle(tmp, model, target, precision, engine, meta, sources, accuracy)
         old = bundle.with_name(f".{bundle.name}.old")
@@ -190,7 +199,7 @@ def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, 
     from toolchain.stages.quantize import quantize_onnx
 
     report = quantize_onnx(simplified, cache, out, images, settings.activations,
-                           settings.noise_threshold_db,
+                           settings.noise_threshold_db, shifts=settings.shifts,
                            on_round=lambda r, noisy: echo(f"  round {r}: {len(noisy)} activation(s) below "
                                                           f"{settings.noise_threshold_db:g} dB"))
     echo(f"  kept {len(report.kept_fp32)} of {report.convs} convolutions in FP32")
@@ -226,3 +235,29 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
         typed = evaluate_folder(OnnxRuntimeRunner(onnx["int8-fp16"]), val_dir)
         result["tensorrt11_graph"] = {"ap": typed.ap, "delta": {k: typed.ap[k] - ref.ap[k] for k in ap.ap}}
     return result
+
+
+def check_shifts(onnx: dict[str, Path], target: Target, val_dir: Path | None, allow_miss: bool, echo: Echo) -> dict:
+    """The INT8 graph against the FP32 graph on each shift the target claims, both on the same shifted val
+    images (the FP32 graph equals PyTorch to the export tolerances). Raises on a miss unless ``allow_miss``."""
+    from toolchain.backends.inference import detect_array
+    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.measuring.robustness import shift_deltas
+
+    shifts = target.int8.shifts
+    if val_dir is None:
+        if not allow_miss:
+            raise ArtifactError(f"{target.path}: target claims shift(s) {', '.join(shifts)}, verified on the val "
+                                "set: give --val (or --allow-shift-miss to ship unverified)")
+        return {"shifts": None, "shift_override": "unverified"}
+    echo(f"[shifts] INT8 vs FP32 on {val_dir} under {', '.join(shifts)}")
+    int8, fp32 = OnnxRuntimeRunner(onnx["int8"]), OnnxRuntimeRunner(onnx["fp32"])
+    result = shift_deltas(lambda image: detect_array(int8, image), lambda image: detect_array(fp32, image),
+                          val_dir, shifts, echo=echo)
+    missed = [s for s, r in result.items() if not r["within_budget"]]
+    if missed and not allow_miss:
+        detail = "; ".join(f"{s} " + " / ".join(f"{result[s]['delta'][k]:+.4f}" for k in ("easy", "medium", "hard"))
+                           for s in missed)
+        raise ArtifactError(f"{target.path}: INT8 graph misses the budget on claimed shift(s): {detail}; nothing "
+                            "written (--allow-shift-miss ships it anyway and records that in the manifest)")
+    return {"shifts": result, "shift_override": bool(missed)}

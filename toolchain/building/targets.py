@@ -3,6 +3,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from featherface.data.shifts import SHIFTS
 from featherface.errors import ArtifactError, ConfigError
 
 TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
@@ -25,6 +26,9 @@ class Int8Settings:
     activations: str = "s8"  # s8: symmetric (TensorRT's layout); u8: asymmetric (ONNX Runtime on x86)
     images: int | None = None  # calibration images (None: the whole folder)
     noise_threshold_db: float = 25.0  # convolutions next to activations noisier than this stay FP32
+    # Camera shifts the INT8 graph is built for (featherface.data.shifts): calibrated and noise-judged on shifted
+    # copies of the calibration images, and refused at build time when it misses the budget on one of them.
+    shifts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": 
         "dla": dict, "int8": dict, "platform": str, "alias": str, "lean": bool}
 _REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias", "lean"}
 _DLA = {"core": int, "gpu_fallback": bool}
-_INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float}
+_INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float,
+         "shifts": list}
 
 
 def _fail(path: Path, message: str) -> ConfigError:
@@ -168,7 +173,13 @@ def _alias(path: Path, data: dict) -> Target:
 
 def _int8(path: Path, table: dict, runtime: str, min_version: str) -> Int8Settings:
     _typed(path, table, _INT8, "int8.")
-    settings = Int8Settings(**table)
+    settings = Int8Settings(**{**table, "shifts": tuple(table.get("shifts", ()))})
+    unknown = [s for s in settings.shifts if s not in SHIFTS]
+    if unknown:
+        raise _fail(path, f"'int8.shifts' names unknown shift(s) {', '.join(map(str, unknown))} "
+                          f"(known: {', '.join(SHIFTS)})")
+    if settings.shifts and settings.mode != "qdq":
+        raise _fail(path, "'int8.shifts' needs mode \"qdq\": only an explicit INT8 graph can be measured here")
     if settings.mode not in INT8_MODES:
         raise _fail(path, f"'int8.mode' must be one of {', '.join(INT8_MODES)}")
     if settings.method not in CALIBRATION_METHODS:

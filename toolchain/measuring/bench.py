@@ -22,14 +22,14 @@ from featherface.postprocess import Detections, PostprocessConfig
 from toolchain.backends.base import Runner
 from toolchain.measuring.compare import compare_runners, detection_f1
 from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
+from toolchain.measuring.robustness import BUDGET, compare_shift, evaluate_shift
 from toolchain.backends.inference import detect_array
 from toolchain.measuring.timing import LatencyStats, interleaved_latency
 
 STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
           "tensorrt-fp16", "tensorrt-int8")
 SETTINGS = ("easy", "medium", "hard")
-# ΔAP a compressed stage may lose against its model's PyTorch FP32 reference (the INT8 budget; FP16 is tighter).
-BUDGET = {"easy": -0.005, "medium": -0.005, "hard": -0.010}
+
 AGREEMENT = PostprocessConfig(score_threshold=0.5)
 Echo = Callable[[str], None]
 
@@ -78,6 +78,7 @@ class StageResult:
     size_bytes: int | None = None
     peak_rss_mb: float | None = None
     op_profile: list = field(default_factory=list)  # ONNX stages: time per op type (toolchain profile)
+    robustness: dict = field(default_factory=dict)  # shift → AP, ΔAP vs the reference on the same images, F1
     curves: dict = field(default_factory=dict, repr=False)  # setting → (recall, precision); not in JSON
 
     peer: bool = False
@@ -207,9 +208,11 @@ def _peer_agreement(reference: Runner, peer, images: list[list[np.ndarray]]) -> 
 
 def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[int, int], ...] = ((640, 640), (320, 320)),
                 runs: int = 50, batch8_runs: int = 10, echo: Echo = print, threads: int | None = None,
-                profile_runs: int = 10) -> list[StageResult]:
+                profile_runs: int = 10, shifts: tuple[str, ...] = ()) -> list[StageResult]:
     """Run ``stages`` (the first is the reference) on ``data``; returns one result per stage. ONNX Runtime
-    stages are also profiled per op type at the first size (``profile_runs`` runs; 0 skips it)."""
+    stages are also profiled per op type at the first size (``profile_runs`` runs; 0 skips it); with
+    ``shifts`` every stage is also evaluated on each shifted copy of ``data`` against the reference's AP there."""
+    shifted_reference: dict[str, tuple] = {}
     results = []
     timed: dict[str, Callable[[list[np.ndarray], np.ndarray], object]] = {}  # stage → call on (images, batch)
     check_images = [_images(data / "images", size, 1) for size in sizes] + [_images(data / "images", sizes[0], 2)]
@@ -226,6 +229,12 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
             ev = evaluate_detector(runner.detect, data) if stage.peer else evaluate_folder(runner, data)
             row.easy, row.medium, row.hard = (ev.ap[k] for k in SETTINGS)
             row.curves = ev.curves
+            detect = runner.detect if stage.peer else (lambda image, r=runner: detect_array(r, image))
+            for shift in shifts:
+                echo(f"[{model}] {stage.name}: evaluating under {shift}")
+                measured = evaluate_shift(detect, data, shift)
+                shifted_reference.setdefault(shift, measured)
+                row.robustness[shift] = compare_shift(shifted_reference[shift], measured)
             if reference is None:
                 reference = (row, runner)
             ref_row, ref_runner = reference

@@ -5,7 +5,8 @@ from typing import Callable
 import numpy as np
 
 from featherface.errors import FeatherFaceError
-from featherface.evaluation import EvalResult, evaluate, load_ground_truth
+from featherface.data.shifts import SHIFTS, apply_shift
+from featherface.evaluation import EvalResult, GroundTruth, evaluate, load_ground_truth
 from featherface.postprocess import Detections, PostprocessConfig
 from featherface.preprocess import list_images, read_image
 from toolchain.building.artifacts import write_text
@@ -31,24 +32,32 @@ def write_wider_prediction(out_dir: Path, key: str, rows: np.ndarray) -> None:
 
 
 def evaluate_folder(runner: Runner, data_dir: str | Path, config: PostprocessConfig = PostprocessConfig(),
-                    save_preds: Path | None = None,
-                    on_image: Callable[[int, int], None] | None = None) -> EvalResult:
-    return evaluate_detector(lambda image: detect_array(runner, image, config), data_dir, save_preds, on_image)
+                    save_preds: Path | None = None, on_image: Callable[[int, int], None] | None = None,
+                    shift: str | None = None, seed: int = 0) -> EvalResult:
+    return evaluate_detector(lambda image: detect_array(runner, image, config), data_dir, save_preds, on_image,
+                             shift, seed)
 
 
 def evaluate_detector(detect: Callable[[np.ndarray], Detections], data_dir: str | Path,
-                      save_preds: Path | None = None,
-                      on_image: Callable[[int, int], None] | None = None) -> EvalResult:
-    """Any detector (BGR image → detections in its pixels) on a WIDER folder, official protocol."""
+                      save_preds: Path | None = None, on_image: Callable[[int, int], None] | None = None,
+                      shift: str | None = None, seed: int = 0) -> EvalResult:
+    """Any detector (BGR image → detections in its pixels) on a WIDER folder, official protocol; with
+    ``shift`` every image is corrupted in memory first (``featherface.data.shifts``, seeded per image) and the
+    ground truth is scaled with it where the shift changes geometry."""
     data_dir = Path(data_dir)
     images = list_images(data_dir / "images")
     if not images:
         raise FeatherFaceError(f"{data_dir / 'images'}: no images found")
     ground_truth = load_ground_truth(data_dir / "ground_truth")
+    if shift is not None and SHIFTS[shift].scale != 1.0:
+        ground_truth = {k: GroundTruth(g.boxes * SHIFTS[shift].scale, g.keep) for k, g in ground_truth.items()}
     predictions = {}
     for i, path in enumerate(images):
-        dets = detect(read_image(path))
         key = path.relative_to(data_dir / "images").with_suffix("").as_posix()
+        image = read_image(path)
+        if shift is not None:
+            image, _ = apply_shift(shift, image, key, seed)
+        dets = detect(image)
         predictions[key] = wider_rows(dets)
         if save_preds is not None:
             write_wider_prediction(Path(save_preds), key, predictions[key])

@@ -80,6 +80,46 @@ def accuracy_vs_latency(rows: list[StageResult]) -> bytes:
     return _png(fig)
 
 
+def _budget_units(entry: dict) -> float:
+    """The worst of easy/medium/hard ΔAP as a fraction of its budget: −1 is exactly at the budget."""
+    return min(entry["delta"][k] / -BUDGET[k] for k in SETTINGS)
+
+
+def robustness_plot(rows: list[StageResult]) -> bytes | None:
+    """Grouped bars: per shift, each stage's worst ΔAP in budget units, the budget drawn at −1."""
+    shown = [r for r in rows if r.robustness and not all(e["delta"][k] == 0 for e in r.robustness.values()
+                                                          for k in SETTINGS)]
+    if not shown:
+        return None
+    shifts = list(shown[0].robustness)
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(shifts) + 3), 4.8))
+    width = 0.8 / len(shown)
+    for i, r in enumerate(shown):
+        values = [_budget_units(r.robustness[s]) if s in r.robustness else 0 for s in shifts]
+        ax.bar([j + i * width - 0.4 + width / 2 for j in range(len(shifts))], values, width, label=r.label,
+               hatch="//" if r.peer else None)
+    ax.axhline(-1, color="crimson", lw=1.2, ls="--", label="budget (−0.005 / −0.005 / −0.010)")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(len(shifts)), shifts, rotation=20)
+    ax.set_ylabel("worst ΔAP vs reference, in budget units")
+    ax.set_title("Accuracy under camera shifts (below the dashed line = outside budget)", pad=12)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return _png(fig)
+
+
+def robustness_cells(rows: list[StageResult]) -> tuple[list[str], list[tuple[str, list[tuple[str, bool]]]]]:
+    """(shift names, [(stage label, [(ΔAP e/m/h text, within budget)] per shift)])."""
+    shifts = next((list(r.robustness) for r in rows if r.robustness), [])
+    body = []
+    for r in rows:
+        if r.robustness:
+            body.append((r.label, [(" / ".join(f"{r.robustness[s]['delta'][k]:+.4f}" for k in SETTINGS)
+                                    + (f", F1 {r.robustness[s]['det_f1']:.2f}" if r.robustness[s]['det_f1'] is not None
+                                       else ""), r.robustness[s]["within_budget"]) for s in shifts]))
+    return shifts, body
+
+
 def _f(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -138,6 +178,7 @@ STYLE = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collaps
          "td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
          "tr.peer td{background:#f7f7fb;font-style:italic}tr.skipped td,tr.failed td{color:#777}"
          ".v.within-budget{background:#e3f4e3}.v.outside-budget{background:#fbe0e0;font-weight:bold}"
+         "td.within-budget{background:#eef8ee}td.outside-budget{background:#fbe0e0;font-weight:bold}"
          ".v.reference{background:#eef}.v.failed{background:#fbe0e0}dl{font-size:13px}dt{font-weight:bold}"
          "dd{margin:0 0 .4em 1.5em}")
 
@@ -146,6 +187,15 @@ def write_report(rows: list[StageResult], env: dict, folder: str | Path) -> Path
     """Writes ``report.md``, ``report.html`` (self-contained) and the two PNGs; returns the HTML path."""
     folder = Path(folder)
     plots = {"pr_curves.png": pr_curves(rows), "accuracy_latency.png": accuracy_vs_latency(rows)}
+    shift_plot = robustness_plot(rows)
+    if shift_plot:
+        plots["robustness.png"] = shift_plot
+    shifts, shift_rows = robustness_cells(rows)
+    robustness_md = (["## Robustness: ΔAP (easy / medium / hard) vs the reference on the same shifted images", "",
+                      "| stage | " + " | ".join(shifts) + " |", "|---|" + "---|" * len(shifts),
+                      *("| " + label + " | " + " | ".join(t if ok else f"**{t}** ✗" for t, ok in cells) + " |"
+                        for label, cells in shift_rows), "", "![Robustness](robustness.png)", ""]
+                     if shift_rows else [])
     for name, data in plots.items():
         write_bytes(folder / name, data)
     setup = ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
@@ -155,12 +205,22 @@ def write_report(rows: list[StageResult], env: dict, folder: str | Path) -> Path
               "| stage | 1st | 2nd | 3rd | 4th | 5th |", "|---|---|---|---|---|---|",
               *("| " + " | ".join(cells) + " |" for cells in profiles), ""] if profiles else [])
     markdown = "\n".join(["# FeatherFace bench", "", f"Setup: {setup}.", "", markdown_table(rows), "", *legend, "",
-                          *where, "![PR curves](pr_curves.png)", "", "![Accuracy vs latency](accuracy_latency.png)", ""])
+                          *where, *robustness_md, "![PR curves](pr_curves.png)", "",
+                          "![Accuracy vs latency](accuracy_latency.png)", ""])
     write_text(folder / "report.md", markdown)
     images = "".join(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" style="max-width:100%" '
                      f'src="data:image/png;base64,{base64.b64encode(plots[name]).decode()}">'
                      for name, title in (("pr_curves.png", "Precision–recall per stage"),
                                          ("accuracy_latency.png", "Accuracy vs latency")))
+    robustness_html = ("<h2>Robustness under camera shifts</h2><p>ΔAP easy / medium / hard against the reference on "
+                       "the same shifted images, and detection F1 with it; red = outside the budget.</p><table><thead>"
+                       "<tr><th>stage</th>" + "".join(f"<th>{html.escape(s)}</th>" for s in shifts) + "</tr></thead>"
+                       "<tbody>" + "".join("<tr><td>" + html.escape(label) + "</td>" + "".join(
+                           f"<td class='n {'within-budget' if ok else 'outside-budget'}'>{html.escape(t)}</td>"
+                           for t, ok in cells) + "</tr>" for label, cells in shift_rows) + "</tbody></table>"
+                       + (f'<img alt="robustness" style="max-width:100%" '
+                          f'src="data:image/png;base64,{base64.b64encode(plots["robustness.png"]).decode()}">'
+                          if shift_plot else "")) if shift_rows else ""
     definitions = "".join(f"<dt>{html.escape(n)}</dt><dd>{html.escape(m)}</dd>" for n, m in COLUMNS)
     where_html = ("<h2>Where the time goes</h2><p>ONNX Runtime's profiler at the first input size: the top op types "
                   "by share of kernel time (<code>toolchain profile</code> lists every node).</p><table><tbody>"
@@ -168,6 +228,7 @@ def write_report(rows: list[StageResult], env: dict, folder: str | Path) -> Path
                             for cells in profiles) + "</tbody></table>") if profiles else ""
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>FeatherFace bench</title>"
             f"<style>{STYLE}</style></head><body><h1>FeatherFace bench</h1><p>{html.escape(setup)}</p>"
-            f"{html_table(rows)}<h2>Columns</h2><dl>{definitions}</dl>{where_html}{images}</body></html>\n")
+            f"{html_table(rows)}<h2>Columns</h2><dl>{definitions}</dl>{robustness_html}{where_html}{images}"
+            f"</body></html>\n")
     write_text(folder / "report.html", page)
     return folder / "report.html"

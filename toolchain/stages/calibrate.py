@@ -21,9 +21,11 @@ class CalibrationReport:
 def calibrate_onnx(model: str | Path, images_dir: str | Path, out_dir: str | Path, method: str = "entropy",
                    count: int | None = None, seed: int = 0, shape: tuple[int, int] = (640, 640),
                    symmetric: bool = True, trt_version: str = "10.3",
-                   on_image: Callable[[int, int], None] | None = None) -> CalibrationReport:
+                   on_image: Callable[[int, int], None] | None = None,
+                   shifts: tuple[str, ...] = ()) -> CalibrationReport:
+    """``shifts`` adds a shifted copy of every calibration image per named shift (shift-aware ranges)."""
     out_dir = Path(out_dir)
-    calib = build_calibration_set(images_dir, count, seed, shape)
+    calib = build_calibration_set(images_dir, count, seed, shape, shifts=shifts)
     cache, manifest, trt_cache = (out_dir / f"calib-{method}{suffix}"
                                   for suffix in (".json", ".manifest.json", ".trt.cache"))
     ranges = calibrate(model, calib, method, cache, symmetric, on_image)

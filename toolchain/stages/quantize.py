@@ -12,7 +12,7 @@ from typing import Callable
 
 from calibration.dataset import build_calibration_set
 from calibration.quantize import convert_fp16, quantize_int8, read_ranges, sensitive_nodes
-from calibration.sensitivity import TensorNoise, convs_touching, tensor_noise
+from calibration.sensitivity import TensorNoise, convs_touching, tensor_noise, worst_noise
 from toolchain.building.artifacts import atomic_output
 from toolchain.building.metadata import load_onnx
 
@@ -29,11 +29,14 @@ class QuantizeReport:
 
 def quantize_onnx(model: str | Path, cache: str | Path, out: str | Path, images_dir: str | Path,
                   activations: str = "s8", threshold_db: float = 25.0, max_rounds: int = 4,
-                  on_round: Callable[[int, list[TensorNoise]], None] | None = None) -> QuantizeReport:
+                  on_round: Callable[[int, list[TensorNoise]], None] | None = None,
+                  shifts: tuple[str, ...] = ()) -> QuantizeReport:
+    """With ``shifts`` the noise of each activation is its worst over the calibration images and over each
+    shift's copies of them, so convolutions that only break under a shift are kept in FP32 too."""
     read_ranges(cache)  # a bad cache fails before any work
     fp32 = load_onnx(model)
     keep = sensitive_nodes(fp32)
-    calib = build_calibration_set(images_dir, count=NOISE_IMAGES, min_images=1)
+    calib = build_calibration_set(images_dir, count=NOISE_IMAGES, min_images=1, shifts=shifts)
     report = QuantizeReport(Path(out), keep, sum(n.op_type == "Conv" for n in fp32.graph.node))
     with tempfile.TemporaryDirectory(prefix="featherface-rounds-") as tmp:
         work = Path(tmp) / "round.onnx"  # rounds stay out of ``out``: only the final graph may appear there
@@ -41,7 +44,8 @@ def quantize_onnx(model: str | Path, cache: str | Path, out: str | Path, images_
             quantize_int8(model, cache, work, activations, keep)
             if round_ == max_rounds or threshold_db <= 0:
                 break
-            noisy = [n for n in tensor_noise(model, work, calib) if n.local_db < threshold_db]
+            noise = worst_noise([tensor_noise(model, work, subset) for subset in calib.subsets()])
+            noisy = [n for n in noise if n.local_db < threshold_db]
             more = sorted(set(convs_touching(fp32, {n.tensor for n in noisy})) - set(keep))
             report.rounds.append(noisy)
             if on_round:
