@@ -10,7 +10,7 @@ from tests.conftest import CALIB, RF_WEIGHTS, V1_WEIGHTS
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
 from toolchain.backends.torch_backend import TorchRunner
 from toolchain.measuring.compare import FP32_TOLERANCES, compare_runners, sample_batches, worst_violation
-from toolchain.building.lowering import dcn_lowering, deform_conv2d_decomposed
+from toolchain.building.lowering import deform_conv2d_decomposed
 from toolchain.building.metadata import get_metadata
 from toolchain.stages.export import export_onnx
 from toolchain.stages.simplify import simplify_onnx

@@ -1,5 +1,4 @@
 """The ``toolchain`` command line."""
-import json
 import sys
 from pathlib import Path
 
@@ -214,6 +213,15 @@ def simplify_cmd(src, out) -> None:
     click.echo(f"wrote {out}: {report.reason}")
 
 
+def _shift_list(names: str | None) -> tuple[str, ...]:
+    """'all' or comma-separated shift names; unknown names are a usage error."""
+    shifts = tuple(SHIFTS) if names == "all" else tuple(n.strip() for n in (names or "").split(",") if n.strip())
+    unknown = sorted(set(shifts) - set(SHIFTS))
+    if unknown:
+        raise click.UsageError(f"unknown shift(s) {', '.join(unknown)} (known: {', '.join(SHIFTS)})")
+    return shifts
+
+
 @main.command("calibrate")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(path_type=Path), default=None,
@@ -224,15 +232,18 @@ def simplify_cmd(src, out) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=640, show_default=True, help="Square input size for calibration.")
 @click.option("--asymmetric", is_flag=True, help="Asymmetric ranges (for uint8 activations in ONNX Runtime).")
-def calibrate_cmd(src, images, out, method, count, seed, size, asymmetric) -> None:
+@click.option("--shifts", "shift_names", default="", help="Also calibrate on shifted copies: comma-separated ("
+              + ", ".join(SHIFTS) + ").")
+def calibrate_cmd(src, images, out, method, count, seed, size, asymmetric, shift_names) -> None:
     """Activation ranges over calibration images: ONNX Runtime cache, TensorRT cache, file manifest."""
     from toolchain.stages.calibrate import calibrate_onnx
 
     images = images or paths.default_calib_dir() / "images"
-    with click.progressbar(length=count or len(list_images(images)), label=f"calibrate ({method})",
-                           file=sys.stderr) as bar:
+    shifts = _shift_list(shift_names)
+    with click.progressbar(length=(count or len(list_images(images))) * (1 + len(shifts)),
+                           label=f"calibrate ({method})", file=sys.stderr) as bar:
         report = calibrate_onnx(src, images, out, method, count, seed, (size, size), not asymmetric,
-                                on_image=lambda i, n: bar.update(1))
+                                on_image=lambda i, n: bar.update(1), shifts=shifts)
     for path, reason in report.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     click.echo(f"{report.images} images → {report.cache}, {report.trt_cache}, {report.manifest}")
@@ -472,10 +483,7 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
 
     if weights is not None and len(models) > 1:
         raise click.UsageError("--weights goes with a single --model")
-    shift_names = tuple(SHIFTS) if shifts == "all" else tuple(s.strip() for s in (shifts or "").split(",") if s.strip())
-    unknown_shifts = sorted(set(shift_names) - set(SHIFTS))
-    if unknown_shifts:
-        raise click.UsageError(f"unknown shift(s) {', '.join(unknown_shifts)} (known: {', '.join(SHIFTS)})")
+    shift_names = _shift_list(shifts)
     wanted = STAGES if stages is None else ("torch-fp32", *[s.strip() for s in stages.split(",") if s.strip()])
     unknown = sorted(set(wanted) - set(STAGES))
     if unknown:

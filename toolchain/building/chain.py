@@ -65,7 +65,6 @@ class _Steps:
 
     def folder(self, step: str, parts: dict, produce: Callable[[Path], None]) -> Path:
         """Like ``file`` for steps that write several files: built in a temp folder, then renamed."""
-        out = self.cache / f"{step}-{_key(parts)}"
 
         def make(target: Path) -> None:
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

@@ -2,6 +2,7 @@
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import torch
@@ -62,12 +63,19 @@ def export_onnx(model_name: str, weights: str | Path | None, out: str | Path, lo
         "precision": "fp32",
         "torch_version": torch.__version__,
     })
-    comparisons: list[Comparison] = []
+    comparisons = write_checked(proto, out, lambda: model, check_images, "exported graph")
+    return ExportReport(out, lowering, opset, comparisons)
+
+
+def write_checked(proto: onnx.ModelProto, out: Path, reference: Callable[[], torch.nn.Module],
+                  check_images: str | Path | None, what: str) -> list[Comparison]:
+    """Write ``proto`` to ``out`` atomically; with ``check_images`` only if it equals the PyTorch model
+    ``reference()`` (``check_against_pytorch``) — otherwise nothing is left at ``out``."""
     with atomic_output(out) as tmp:
         onnx.save(proto, str(tmp))
-        if check_images is not None:
-            comparisons = check_against_pytorch(model, tmp, check_images, f"{out}: exported graph")
-    return ExportReport(out, lowering, opset, comparisons)
+        if check_images is None:
+            return []
+        return check_against_pytorch(reference(), tmp, check_images, f"{out}: {what}")
 
 
 def check_against_pytorch(model: torch.nn.Module, onnx_path: Path, images: str | Path, what: str) -> list[Comparison]:

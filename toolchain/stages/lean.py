@@ -22,10 +22,9 @@ from onnx import helper, numpy_helper
 
 import featherface
 from featherface.errors import ArtifactError
-from toolchain.building.artifacts import atomic_output
 from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
 from toolchain.measuring.compare import Comparison
-from toolchain.stages.export import check_against_pytorch
+from toolchain.stages.export import write_checked
 
 
 class _Graph:
@@ -265,10 +264,6 @@ def lean_onnx(src: str | Path, out: str | Path, weights: str | Path | None,
     except onnx.checker.ValidationError as exc:
         raise ArtifactError(f"{src}: lean rewrite produced an invalid graph ({str(exc).splitlines()[0]})") from None
     set_metadata(lean, {"lean": dict(counts)})
-    comparisons: list[Comparison] = []
-    with atomic_output(out) as tmp:
-        onnx.save(lean, str(tmp))
-        if check_images is not None:
-            comparisons = check_against_pytorch(featherface.load_model(meta["model"], weights), tmp, check_images,
-                                                f"{out}: lean graph")
+    comparisons = write_checked(lean, out, lambda: featherface.load_model(meta["model"], weights), check_images,
+                                "lean graph")
     return LeanReport(out, counts, len(source.graph.node), len(lean.graph.node), comparisons)

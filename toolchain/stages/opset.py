@@ -16,10 +16,9 @@ from onnx import helper, numpy_helper
 
 import featherface
 from featherface.errors import ArtifactError
-from toolchain.building.artifacts import atomic_output
 from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
 from toolchain.measuring.compare import Comparison
-from toolchain.stages.export import check_against_pytorch
+from toolchain.stages.export import write_checked
 
 # Ops whose newer versions only added element types (bfloat16, float8, …): the node is valid as it is.
 # From the ONNX operator changelog (docs/Changelog.md): Add/Sub/Mul/Div-14, Relu-14, LeakyRelu-16,
@@ -203,10 +202,6 @@ def convert_opset(src: str | Path, out: str | Path, opset: int, weights: str | P
     except ArtifactError as exc:
         raise ArtifactError(f"{src}: {exc}") from None
     set_metadata(converted, {"opset": opset, "converted_from_opset": meta.get("opset")})
-    comparisons: list[Comparison] = []
-    with atomic_output(out) as tmp:
-        onnx.save(converted, str(tmp))
-        if check_images is not None:
-            comparisons = check_against_pytorch(featherface.load_model(meta["model"], weights), tmp, check_images,
-                                                f"{out}: opset-{opset} graph")
+    comparisons = write_checked(converted, out, lambda: featherface.load_model(meta["model"], weights), check_images,
+                                f"opset-{opset} graph")
     return OpsetReport(out, opset, comparisons)
