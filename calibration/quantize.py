@@ -28,6 +28,9 @@ METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entr
 # Histogram settings are not passed through quantize_static, so the calibrator is run here directly.
 METHOD_OPTIONS = {"minmax": {}, "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
                   "percentile": {"num_bins": 2048, "percentile": 99.999}}
+# Images per collect_data call: the calibrator holds all intermediate outputs of a call in memory (40 full-size
+# images ≈ a few GB for V1); histograms carry over between calls.
+COLLECT_CHUNK = 40
 # "s8": symmetric signed activations (TensorRT's layout); "u8": asymmetric unsigned (ONNX Runtime on x86).
 ACTIVATIONS = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
 # Q/DQ only in front of convolutions, as TensorRT recommends: the attention and fusion arithmetic
@@ -61,7 +64,10 @@ def calibrate(model_path: str | Path, calib: CalibrationSet, method: str, cache_
         calibrator = create_calibrator(Path(model_path), QUANTIZED_OPS,
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=options)
-        calibrator.collect_data(CalibrationReader(calib, model.graph.input[0].name, on_image))
+        reader = CalibrationReader(calib, model.graph.input[0].name, on_image)
+        for start in range(0, len(calib), COLLECT_CHUNK):  # ORT keeps every output of a call in memory
+            reader.set_range(start, start + COLLECT_CHUNK)
+            calibrator.collect_data(reader)
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress to stdout
             ranges = calibrator.compute_data()
         del calibrator

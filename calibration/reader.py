@@ -19,7 +19,7 @@ class CalibrationReader(CalibrationDataReader):
         i = self.start + self.index
         self.index += 1
         if self.on_image:
-            self.on_image(self.index, self.end - self.start)
+            self.on_image(i + 1, len(self.calib))
         return {self.input_name: self.calib.tensor(i)[None]}
 
     def rewind(self) -> None:
