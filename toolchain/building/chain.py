@@ -128,7 +128,6 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         settings = target.int8
         images = calib_dir / "images"
         calib_parts = {"onnx": sources["onnx_sha256"], "method": settings.method, "count": settings.images,
-                       "shifts": list(settings.shifts),
                        "symmetric": settings.activations == "s8", "trt": target.min_runtime_version,
                        "images": sorted((p.relative_to(images).as_posix(), sha256_file(p))
                                         for p in images.rglob("*") if p.is_file())}
@@ -136,7 +135,6 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         def calibrate_into(folder: Path) -> None:
             report = calibrate_onnx(simplified, images, folder, settings.method, settings.images,
                                     symmetric=settings.activations == "s8", trt_version=target.min_runtime_version,
-                                    shifts=settings.shifts,
                                     on_image=lambda i, n: echo(f"  calibrating {i}/{n}") if i % 10 == 0 or i == n
                                     else None)
             if report.skipped:

@@ -26,8 +26,10 @@ class Int8Settings:
     activations: str = "s8"  # s8: symmetric (TensorRT's layout); u8: asymmetric (ONNX Runtime on x86)
     images: int | None = None  # calibration images (None: the whole folder)
     noise_threshold_db: float = 25.0  # convolutions next to activations noisier than this stay FP32
-    # Camera shifts the INT8 graph is built for (featherface.data.shifts): calibrated and noise-judged on shifted
-    # copies of the calibration images, and refused at build time when it misses the budget on one of them.
+    # Camera shifts the INT8 graph is built for (featherface.data.shifts): its noise rounds judge every layer on
+    # shifted copies of the calibration images too (ranges stay those of the originals: shifted copies in the
+    # ranges cost accuracy everywhere, benchmarks/shift_int8.py), and it is refused at build time when it misses
+    # the budget on one of them.
     shifts: tuple[str, ...] = ()
 
 

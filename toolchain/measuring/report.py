@@ -86,18 +86,29 @@ def _budget_units(entry: dict) -> float:
 
 
 def robustness_plot(rows: list[StageResult]) -> bytes | None:
-    """Grouped bars: per shift, each stage's worst ΔAP in budget units, the budget drawn at −1."""
-    shown = [r for r in rows if r.robustness and not all(e["delta"][k] == 0 for e in r.robustness.values()
-                                                          for k in SETTINGS)]
+    """Grouped bars: per shift, each compressed stage's worst ΔAP in budget units, the budget drawn at −1.
+
+    Peers (another network, far outside any budget) and stages identical to the reference stay in the table only;
+    bars beyond the axis are clipped and labelled with their value."""
+    shown = [r for r in rows if r.robustness and not r.peer and not all(
+        e["delta"][k] == 0 for e in r.robustness.values() for k in SETTINGS)]
     if not shown:
         return None
     shifts = list(shown[0].robustness)
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(shifts) + 3), 4.8))
     width = 0.8 / len(shown)
+    floor, clipped = -6.0, False
     for i, r in enumerate(shown):
         values = [_budget_units(r.robustness[s]) if s in r.robustness else 0 for s in shifts]
-        ax.bar([j + i * width - 0.4 + width / 2 for j in range(len(shifts))], values, width, label=r.label,
-               hatch="//" if r.peer else None)
+        xs = [j + i * width - 0.4 + width / 2 for j in range(len(shifts))]
+        ax.bar(xs, [max(v, floor) for v in values], width, label=r.label)
+        for x, v in zip(xs, values):
+            if v < floor:
+                clipped = True
+                ax.annotate(f"{v:.0f}", (x, floor), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+                            textcoords="offset points")
+    if clipped:
+        ax.set_ylim(bottom=floor - 0.5)
     ax.axhline(-1, color="crimson", lw=1.2, ls="--", label="budget (−0.005 / −0.005 / −0.010)")
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(range(len(shifts)), shifts, rotation=20)
