@@ -106,13 +106,13 @@ def test_bundle_manifest_lists_every_file(cpu_bundle):
     assert {"model.onnx", "runtime/featherface_runtime.py", "runtime/detect_folder.py"} <= set(manifest["files"])
     assert manifest["priors"]["steps"] == [8, 16, 32] and manifest["preprocess"]["mean"] == [104.0, 117.0, 123.0]
     assert len(manifest["sources"]["weights_sha256"]) == 64 and manifest["versions"]["onnxruntime"]
-    assert [s for s, _, _ in result.steps] == ["export", "simplify"]
+    assert [s for s, _, _ in result.steps] == ["export", "simplify", "lean"]  # the cpu target ships the lean graph
 
 
 def test_rebuild_reuses_unchanged_steps(cpu_bundle):
     root, first = cpu_bundle
     again = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", root, CALIB, echo=lambda m: None)
-    assert [status for _, status, _ in again.steps] == ["reused", "reused"]
+    assert [status for _, status, _ in again.steps] == ["reused", "reused", "reused"]
     assert again.manifest["files"]["model.onnx"] == first.manifest["files"]["model.onnx"]
 
 

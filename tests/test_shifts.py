@@ -85,7 +85,8 @@ def test_shift_aware_calibration_set(tmp_path):
 
 
 def _claiming(tmp_path, shifts: str):
-    text = (TARGETS_DIR / "cpu.toml").read_text().replace('activations = "s8"', f'activations = "s8"\nshifts = {shifts}')
+    lines = [line for line in (TARGETS_DIR / "cpu.toml").read_text().splitlines() if not line.startswith("shifts")]
+    text = "\n".join(lines).replace('activations = "s8"', f'activations = "s8"\nshifts = {shifts}')
     (tmp_path / "claims.toml").write_text(text)
     return load_target(tmp_path / "claims.toml")
 
