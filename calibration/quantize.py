@@ -21,6 +21,7 @@ from calibration.dataset import CalibrationSet
 from calibration.reader import CalibrationReader
 from featherface.errors import ArtifactError
 from toolchain.building.artifacts import atomic_output
+from toolchain.building.graph_edit import GraphEdit
 from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -90,12 +91,8 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
     These are kept in FP32 by default: the stem has a wide, skewed input range and the heads'
     small regression offsets lose most to INT8 rounding.
     """
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    edit = GraphEdit(model)
+    graph, producer, consumers = model.graph, edit.producer, edit.consumers
     stem = [n.name for n in consumers.get(graph.input[0].name, []) if n.op_type == "Conv"][:1]
     heads, queue, seen = [], deque(o.name for o in graph.output), set()
     while queue:  # walk back from the outputs through shape ops until the convolutions that feed them
@@ -152,11 +149,7 @@ def index_math_nodes(model: onnx.ModelProto) -> list[str]:
     ``Cast`` (gather index) or a product with sampled data. FP16 holds integers exactly only up to 2048 and
     ONNX Runtime has no FP16 ``Range``, so these stay FP32; the sampled data and the matmul go FP16.
     """
-    graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    graph, consumers = model.graph, GraphEdit(model).consumers
     gathered = {o for n in graph.node if n.op_type == "GatherElements" for o in n.output}
     queue = deque(gathered)
     while queue:  # sampled data, through shape-only ops, up to the product with the bilinear weights
@@ -183,7 +176,7 @@ def _drop_round_trips(model: onnx.ModelProto, fp32_nodes: set[str], fp32_ops: li
     """
     fp32 = {o for n in model.graph.node if n.name in fp32_nodes or n.op_type in fp32_ops for o in n.output}
     fp32 |= {v.name for v in model.graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    producer = {out: node for node in model.graph.node for out in node.output}
+    producer = GraphEdit(model).producer
     cast_to = {node.name: next((a.i for a in node.attribute if a.name == "to"), None)
                for node in model.graph.node if node.op_type == "Cast"}
     replace = {}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from featherface.data.shifts import SHIFTS
 from featherface.errors import ArtifactError, ConfigError
+from toolchain.runtime.featherface_runtime import version_tuple  # the one version parser, device side too
 
 TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = ("onnxruntime", "tensorrt")
@@ -195,16 +196,6 @@ def _int8(path: Path, table: dict, runtime: str, min_version: str) -> Int8Settin
     if settings.images is not None and settings.images < 1:
         raise _fail(path, "'int8.images' must be ≥ 1")
     return settings
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'10.3.0' → (10, 3, 0); non-numeric parts end the tuple."""
-    out = []
-    for part in version.split("."):
-        if not part.isdigit():
-            break
-        out.append(int(part))
-    return tuple(out)
 
 
 def list_targets() -> list[str]:

@@ -24,7 +24,7 @@ for _runtime in (Path(__file__).resolve().parent / "runtime", Path(__file__).res
     if (_runtime / "featherface_runtime.py").is_file():
         sys.path.insert(0, str(_runtime))
         break
-from featherface_runtime import BundleError, device_info  # noqa: E402
+from featherface_runtime import BundleError, device_info, version_tuple  # noqa: E402
 
 DEVICE_CACHE = "calib.device.cache"
 
@@ -44,17 +44,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def trt_version(version: str) -> tuple:
-    return tuple(int(p) for p in (version.split(".") + ["0", "0"])[:3] if p.isdigit())
-
-
 def trt_version_tag(version: str) -> str:
     """'8.5.2' → '8502', '10.3.0' → '100300': NV_TENSORRT_VERSION, the number in calibration cache headers.
 
     major·1000 + minor·100 + patch up to 8.x (NVIDIA/TensorRT 8.5.2 include/NvInferRuntimeCommon.h),
     major·10000 + minor·100 + patch from 10.0 (v10.3.0 include/NvInferRuntimeBase.h).
     """
-    major, minor, patch = (trt_version(version) + (0, 0, 0))[:3]
+    major, minor, patch = (version_tuple(version) + (0, 0, 0))[:3]
     return str(major * (1000 if major < 10 else 10000) + minor * 100 + patch)
 
 
@@ -71,7 +67,7 @@ def prepare_cache(config: dict, root: Path, version: str) -> Path:
     TensorRT ignores a cache whose header names another version (JetPack 5.1's 8.5.2 expects TRT-8502-…),
     and the build would then have no INT8 scales; the scales themselves do not depend on the version.
     """
-    source = root / plan_for(config, trt_version(version))["calibration_cache"]
+    source = root / plan_for(config, version_tuple(version))["calibration_cache"]
     lines = source.read_text().splitlines()
     algorithm = lines[0].split("-", 2)[2]
     out = root / DEVICE_CACHE
@@ -83,7 +79,7 @@ def prepare_cache(config: dict, root: Path, version: str) -> Path:
 def record_info(config: dict, root: Path) -> dict:
     import tensorrt as trt
 
-    plan = plan_for(config, trt_version(trt.__version__))
+    plan = plan_for(config, version_tuple(trt.__version__))
     info = dict(device_info(), tensorrt_version=trt.__version__, onnx=plan["onnx"],
                 onnx_sha256=_sha256(root / plan["onnx"]), engine_sha256=_sha256(root / config["engine"]),
                 builder_flags=plan["builder_flags"], dla_core=config.get("dla_core"))
@@ -132,7 +128,7 @@ def build(config: dict, root: Path, calibrator=None) -> dict:
     """Build the engine described by ``config`` (paths relative to ``root``); returns the engine info."""
     import tensorrt as trt
 
-    version = trt_version(trt.__version__)
+    version = version_tuple(trt.__version__)
     plan = plan_for(config, version)
     logger = trt.Logger(trt.Logger.WARNING)
     # From TensorRT 10.0 the ONNX parser no longer registers NVIDIA's plugins itself (onnx-tensorrt 10.0-EA

@@ -162,15 +162,18 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             return TensorRTRunner(folder / "model.engine", priors, precision)
         return make
 
+    from toolchain.stages.engine import shipped_onnx
+
+    onnxruntime_target = target is not None and not target.is_tensorrt
+    default_graph = (shipped_onnx(artifacts.onnx, target.default_precision)
+                     if onnxruntime_target and target.default_precision in artifacts.onnx else None)
+
     def shipped() -> Runner:
-        from toolchain.stages.engine import shipped_onnx
-
-        if target is None or target.is_tensorrt:
+        if not onnxruntime_target:
             raise Skip("the --target is not an ONNX Runtime target")
-        return OnnxRuntimeRunner(shipped_onnx(artifacts.onnx, target.default_precision), threads, spin=False)
-
-    default_graph = None if target is None or target.is_tensorrt else artifacts.onnx.get(
-        "lean" if target.lean and target.default_precision == "fp32" else target.default_precision)
+        if default_graph is None:
+            raise Skip(f"no {target.default_precision} ONNX was built")
+        return OnnxRuntimeRunner(default_graph, threads, spin=False)
     return [
         Stage("torch-fp32", "torch", "fp32", lambda: TorchRunner(featherface.load_model(model, weights)), weights),
         Stage("torch-cuda-fp16", "torch", "fp16", _gpu_stage(lambda: TorchRunner(

@@ -251,8 +251,14 @@ def check_engine_info(recorded: dict, current: dict, where) -> None:
                                                          current.get(key)))
 
 
-def tensorrt_version(trt) -> Tuple[int, ...]:
-    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+def version_tuple(version: str) -> Tuple[int, ...]:
+    """'10.3.0' → (10, 3, 0), '8.5.2.2' → (8, 5, 2, 2); non-numeric parts end the tuple."""
+    out = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
 
 
 class BindingIO:
@@ -340,7 +346,7 @@ class TensorRTModel:
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BundleError("{}: TensorRT could not create an execution context".format(path))
-        self.io = io_class(tensorrt_version(trt))(trt, self.engine, self.context)
+        self.io = io_class(version_tuple(trt.__version__))(trt, self.engine, self.context)
         self.profile = self.io.profile
         self.shape = None  # type: Optional[tuple]
         self.buffers = {}  # type: Dict[str, int]

@@ -18,66 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import featherface
 from featherface.errors import ArtifactError
+from toolchain.building.graph_edit import GraphEdit
 from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
 from toolchain.measuring.compare import Comparison
 from toolchain.stages.export import write_checked
-
-
-class _Graph:
-    """Producer/consumer maps and initializer access over a model being rewritten in place."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model, self.graph = model, model.graph
-        self.inits = {i.name: i for i in self.graph.initializer}
-        self.names = ({n for node in self.graph.node for n in (*node.input, *node.output)} | set(self.inits)
-                      | {n.name for n in self.graph.node})
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.producer = {o: n for n in self.graph.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.outputs = {o.name for o in self.graph.output}
-
-    def array(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
-
-    def fresh(self, stem: str) -> str:
-        name, i = stem, 0
-        while name in self.names:
-            i += 1
-            name = f"{stem}_{i}"
-        self.names.add(name)
-        return name
-
-    def set_array(self, name: str, value: np.ndarray) -> str:
-        """A new initializer holding ``value`` (initializers may be shared, so none is changed in place)."""
-        new = self.fresh(name)
-        tensor = numpy_helper.from_array(value, new)
-        self.graph.initializer.append(tensor)
-        self.inits[new] = tensor
-        return new
-
-    def only_consumer(self, tensor: str):
-        users = self.consumers.get(tensor, [])
-        return users[0] if len(users) == 1 and tensor not in self.outputs else None
-
-    def remove(self, nodes) -> None:
-        for node in nodes:
-            self.graph.node.remove(node)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def deform_batchnorm(g: _Graph) -> int:
+def deform_batchnorm(g: GraphEdit) -> int:
     done = 0
     for dcn in [n for n in g.graph.node if n.op_type == "DeformConv"]:
         bn = g.only_consumer(dcn.output[0])
@@ -92,8 +47,8 @@ def deform_batchnorm(g: _Graph) -> int:
             continue
         factor = scale / np.sqrt(var + _attrs(bn).get("epsilon", 1e-5))
         inputs = list(dcn.input) + [""] * (5 - len(dcn.input))
-        inputs[1] = g.set_array(f"{dcn.input[1]}_bn", (weight * factor[:, None, None, None]).astype(weight.dtype))
-        inputs[3] = g.set_array(f"{dcn.name}_bias_bn", ((bias - mean) * factor + shift).astype(weight.dtype))
+        inputs[1] = g.add_constant(f"{dcn.input[1]}_bn", (weight * factor[:, None, None, None]).astype(weight.dtype))
+        inputs[3] = g.add_constant(f"{dcn.name}_bias_bn", ((bias - mean) * factor + shift).astype(weight.dtype))
         del dcn.input[:]
         dcn.input.extend(inputs[: 5 if inputs[4] else 4])
         dcn.output[0] = bn.output[0]
@@ -102,7 +57,7 @@ def deform_batchnorm(g: _Graph) -> int:
     return done
 
 
-def deform_mask_scale(g: _Graph) -> int:
+def deform_mask_scale(g: GraphEdit) -> int:
     done = 0
     for dcn in [n for n in g.graph.node if n.op_type == "DeformConv" and len(n.input) > 4 and n.input[4]]:
         mul = g.producer.get(dcn.input[4])
@@ -115,14 +70,14 @@ def deform_mask_scale(g: _Graph) -> int:
         weight = g.array(dcn.input[1])
         if weight is None:
             continue
-        dcn.input[1] = g.set_array(f"{dcn.input[1]}_mask", (weight * value.reshape(())).astype(weight.dtype))
+        dcn.input[1] = g.add_constant(f"{dcn.input[1]}_mask", (weight * value.reshape(())).astype(weight.dtype))
         dcn.input[4] = next(i for i in mul.input if i != constant)
         g.remove([mul])
         done += 1
     return done
 
 
-def sibling_convs(g: _Graph) -> int:
+def sibling_convs(g: GraphEdit) -> int:
     done = 0
     groups: dict[tuple, list] = {}
     for node in g.graph.node:
@@ -136,18 +91,18 @@ def sibling_convs(g: _Graph) -> int:
         if len(convs) < 2:
             continue
         weights = [g.array(c.input[1]) for c in convs]
-        sizes = [w.shape[0] for w in weights]
-        merged = helper.make_node("Conv", [source, g.set_array(f"{convs[0].name}_merged_weight",
-                                                               np.concatenate(weights))], [g.fresh(f"{convs[0].name}_merged")],
-                                  name=g.fresh(f"{convs[0].name}_merged"), **_attrs(convs[0]))
+        biases = [g.array(c.input[2]) for c in convs] if has_bias else []
+        if any(b is None for b in biases):  # a bias computed in the graph cannot be concatenated here
+            continue
+        stem = convs[0].name
+        inputs = [source, g.add_constant(f"{stem}_merged_weight", np.concatenate(weights))]
         if has_bias:
-            biases = [g.array(c.input[2]) for c in convs]
-            if any(b is None for b in biases):
-                continue
-            merged.input.append(g.set_array(f"{convs[0].name}_merged_bias", np.concatenate(biases)))
-        split = helper.make_node("Split", [merged.output[0], g.set_array(f"{convs[0].name}_split",
-                                                                         np.asarray(sizes, np.int64))],
-                                 [c.output[0] for c in convs], name=g.fresh(f"{convs[0].name}_split"), axis=1)
+            inputs.append(g.add_constant(f"{stem}_merged_bias", np.concatenate(biases)))
+        merged = helper.make_node("Conv", inputs, [g.fresh(f"{stem}_merged")], name=g.fresh(f"{stem}_merged"),
+                                  **_attrs(convs[0]))
+        sizes = g.add_constant(f"{stem}_split", np.asarray([w.shape[0] for w in weights], np.int64))
+        split = helper.make_node("Split", [merged.output[0], sizes], [c.output[0] for c in convs],
+                                 name=g.fresh(f"{stem}_split"), axis=1)
         position = min(list(g.graph.node).index(c) for c in convs)
         g.remove(convs)
         g.graph.node.insert(position, split)
@@ -156,7 +111,7 @@ def sibling_convs(g: _Graph) -> int:
     return done
 
 
-def _is_flip(node, g: _Graph) -> bool:
+def _is_flip(node, g: GraphEdit) -> bool:
     """Slice reversing H and W: starts −1, ends −∞, axes (2, 3) or (−2, −1), steps −1."""
     if node is None or node.op_type != "Slice" or len(node.input) != 5:
         return False
@@ -167,7 +122,7 @@ def _is_flip(node, g: _Graph) -> bool:
             and list(steps) == [-1, -1])
 
 
-def same_max_pool(g: _Graph) -> int:
+def same_max_pool(g: GraphEdit) -> int:
     done = 0
     for pool in [n for n in g.graph.node if n.op_type == "MaxPool"]:
         attrs = _attrs(pool)
@@ -187,10 +142,10 @@ def same_max_pool(g: _Graph) -> int:
         shape, parity, dynamic = (g.fresh(f"{stem}_{s}") for s in ("shape", "parity", "pads"))
         new = [
             helper.make_node("Shape", [flip_in.input[0]], [shape], name=g.fresh(f"{stem}_shape"), start=2, end=4),
-            helper.make_node("Mod", [shape, g.set_array(f"{stem}_two", np.asarray([2], np.int64))], [parity],
+            helper.make_node("Mod", [shape, g.add_constant(f"{stem}_two", np.asarray([2], np.int64))], [parity],
                              name=g.fresh(f"{stem}_mod")),
-            helper.make_node("Concat", [g.set_array(f"{stem}_zeros", np.zeros(2, np.int64)), parity,
-                                        g.set_array(f"{stem}_after", np.asarray([0, 0, 1, 1], np.int64))],
+            helper.make_node("Concat", [g.add_constant(f"{stem}_zeros", np.zeros(2, np.int64)), parity,
+                                        g.add_constant(f"{stem}_after", np.asarray([0, 0, 1, 1], np.int64))],
                              [dynamic], name=g.fresh(f"{stem}_concat"), axis=0),
         ]
         pad.input[0] = flip_in.input[0]
@@ -204,7 +159,7 @@ def same_max_pool(g: _Graph) -> int:
     return done
 
 
-def global_pools(g: _Graph) -> int:
+def global_pools(g: GraphEdit) -> int:
     done = 0
     for node in [n for n in g.graph.node if n.op_type in ("ReduceMean", "ReduceMax")]:
         axes = g.array(node.input[1]) if len(node.input) > 1 and node.input[1] else _attrs(node).get("axes")
@@ -217,7 +172,8 @@ def global_pools(g: _Graph) -> int:
         else:
             pooled = g.fresh(f"{node.name}_pooled")
             position = list(g.graph.node).index(node)
-            g.graph.node.insert(position, helper.make_node(op, [node.input[0]], [pooled], name=g.fresh(f"{node.name}_pool")))
+            g.graph.node.insert(position, helper.make_node(op, [node.input[0]], [pooled],
+                                                           name=g.fresh(f"{node.name}_pool")))
             g.graph.node[position + 1].CopyFrom(
                 helper.make_node("Flatten", [pooled], [node.output[0]], name=node.name, axis=1))
         done += 1
@@ -232,7 +188,7 @@ def lean_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter]:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     counts: Counter = Counter()
     for rewrite in PASSES:
-        graph = _Graph(model)
+        graph = GraphEdit(model)
         counts[rewrite.__name__] = rewrite(graph)
     used = {name for node in model.graph.node for name in node.input}
     keep = [i for i in model.graph.initializer if i.name in used]

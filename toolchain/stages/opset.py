@@ -12,10 +12,11 @@ from typing import Callable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import featherface
 from featherface.errors import ArtifactError
+from toolchain.building.graph_edit import GraphEdit
 from toolchain.building.metadata import get_metadata, load_onnx, set_metadata
 from toolchain.measuring.compare import Comparison
 from toolchain.stages.export import write_checked
@@ -30,29 +31,12 @@ REDUCE_AXES_ATTRIBUTE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "
                          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 
 
-class _Graph:
-    """Constants of the graph and a supply of fresh names for what a rewrite adds."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
-        self.constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        self.names = {n for node in model.graph.node for n in (*node.input, *node.output)} | set(self.constants)
-
-    def constant(self, node: onnx.NodeProto, index: int) -> np.ndarray:
-        name = node.input[index] if index < len(node.input) else ""
-        if name not in self.constants:
-            raise ArtifactError(f"node '{node.name}' ({node.op_type}): input {index} must be a constant to "
-                                f"convert to an older opset (run the simplify stage first)")
-        return self.constants[name]
-
-    def add_constant(self, stem: str, value: np.ndarray) -> str:
-        name, i = stem, 0
-        while name in self.names:
-            i += 1
-            name = f"{stem}_{i}"
-        self.names.add(name)
-        self.model.graph.initializer.append(numpy_helper.from_array(value, name))
-        return name
+def _constant(graph: GraphEdit, node: onnx.NodeProto, index: int) -> np.ndarray:
+    value = graph.array(node.input[index]) if index < len(node.input) else None
+    if value is None:
+        raise ArtifactError(f"node '{node.name}' ({node.op_type}): input {index} must be a constant to "
+                            f"convert to an older opset (run the simplify stage first)")
+    return value
 
 
 def _drop_attributes(node: onnx.NodeProto, defaults: dict) -> None:
@@ -66,13 +50,13 @@ def _drop_attributes(node: onnx.NodeProto, defaults: dict) -> None:
             node.attribute.remove(attribute)
 
 
-def _reduce(node, graph: _Graph, opset: int) -> list:
+def _reduce(node, graph: GraphEdit, opset: int) -> list:
     if node.op_type not in REDUCE_AXES_ATTRIBUTE:
         return [node]
     noop = next((a.i for a in node.attribute if a.name == "noop_with_empty_axes"), 0)
     _drop_attributes(node, {"noop_with_empty_axes": noop, "_since": 18})
     if len(node.input) > 1 and node.input[1]:
-        axes = graph.constant(node, 1)
+        axes = _constant(graph, node, 1)
         del node.input[1:]
         node.attribute.append(helper.make_attribute("axes", [int(a) for a in axes.reshape(-1)]))
     elif noop:
@@ -80,15 +64,14 @@ def _reduce(node, graph: _Graph, opset: int) -> list:
     return [node]
 
 
-def _shape(node, graph: _Graph, opset: int) -> list:
+def _shape(node, graph: GraphEdit, opset: int) -> list:
     """Shape-15 ``start``/``end`` → Shape followed by Slice."""
     start = next((a.i for a in node.attribute if a.name == "start"), None)
     end = next((a.i for a in node.attribute if a.name == "end"), None)
     if start is None and end is None:
         return [node]
     del node.attribute[:]
-    full = node.output[0] + "__full"
-    graph.names.add(full)
+    full = graph.fresh(node.output[0] + "__full")
     sliced = helper.make_node("Slice", [full, graph.add_constant(f"{node.name}_start", np.array([start or 0])),
                                         graph.add_constant(f"{node.name}_end",
                                                            np.array([end if end is not None else 2**62])),
@@ -98,14 +81,14 @@ def _shape(node, graph: _Graph, opset: int) -> list:
     return [node, sliced]
 
 
-def _resize(node, graph: _Graph, opset: int) -> list:
+def _resize(node, graph: GraphEdit, opset: int) -> list:
     _drop_attributes(node, {"antialias": 0, "keep_aspect_ratio_policy": b"stretch", "_since": 18})
     if any(a.name == "axes" for a in node.attribute):
         raise ArtifactError(f"node '{node.name}' (Resize): 'axes' has no equivalent before opset 18")
     return [node]
 
 
-def _pad(node, graph: _Graph, opset: int) -> list:
+def _pad(node, graph: GraphEdit, opset: int) -> list:
     if len(node.input) > 3 and node.input[3]:
         raise ArtifactError(f"node '{node.name}' (Pad): the 'axes' input has no equivalent before opset 18")
     _drop_attributes(node, {"mode": next((helper.get_attribute_value(a) for a in node.attribute
@@ -114,10 +97,10 @@ def _pad(node, graph: _Graph, opset: int) -> list:
     return [node]
 
 
-def _reshape(node, graph: _Graph, opset: int) -> list:
+def _reshape(node, graph: GraphEdit, opset: int) -> list:
     """``allowzero`` (14) only matters when the target shape holds a 0; ours are sizes of real tensors."""
     if opset < 14:
-        shape = graph.constants.get(node.input[1])
+        shape = graph.array(node.input[1])
         if shape is not None and (shape == 0).any():
             raise ArtifactError(f"node '{node.name}' (Reshape): a 0 in the shape needs allowzero (opset 14)")
         for attribute in [a for a in node.attribute if a.name == "allowzero"]:
@@ -125,17 +108,17 @@ def _reshape(node, graph: _Graph, opset: int) -> list:
     return [node]
 
 
-def _batch_norm(node, graph: _Graph, opset: int) -> list:
+def _batch_norm(node, graph: GraphEdit, opset: int) -> list:
     _drop_attributes(node, {"training_mode": 0, "_since": 14})
     return [node]
 
 
-def _cast(node, graph: _Graph, opset: int) -> list:
+def _cast(node, graph: GraphEdit, opset: int) -> list:
     _drop_attributes(node, {"saturate": 1, "_since": 19})
     return [node]
 
 
-RULES: dict[str, Callable[[onnx.NodeProto, _Graph, int], list]] = {
+RULES: dict[str, Callable[[onnx.NodeProto, GraphEdit, int], list]] = {
     **{op: _reduce for op in REDUCE_AXES_ATTRIBUTE}, "Shape": _shape, "Resize": _resize, "Pad": _pad,
     "Reshape": _reshape, "BatchNormalization": _batch_norm, "Cast": _cast,
 }
@@ -155,7 +138,7 @@ def downgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     if opset >= source:
         raise ArtifactError(f"opset {opset} is not older than the graph's opset {source}")
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = _Graph(model)
+    graph = GraphEdit(model)
     nodes = []
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
