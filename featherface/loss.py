@@ -51,3 +51,34 @@ class MultiBoxLoss(nn.Module):
         loss_conf = per_prior[chosen].sum() / n_pos
         total = self.config.loc_weight * loss_loc + loss_conf + loss_landm
         return LossParts(loss_loc, loss_conf, loss_landm, total)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 2.0
+    confidence: float = 0.5  # anchors the teacher scores above this as a face get box/landmark targets
+    weight: float = 1.0
+
+
+def distillation_loss(student: tuple[Tensor, Tensor, Tensor], teacher: tuple[Tensor, Tensor, Tensor],
+                      config: DistillConfig = DistillConfig(), loc_weight: float = 2.0) -> LossParts:
+    """Soft targets on the anchors (Hinton et al. 2015, per anchor as in Chen et al. 2017's detector distillation).
+
+    ``student``: training-mode outputs (loc, conf logits, landms); ``teacher``: eval-mode outputs (loc, conf
+    probabilities, landms). Classification: KL(teacher ‖ student) at temperature T, scaled by T², summed over
+    anchors; box and landmark regression: smooth-L1 toward the teacher's outputs on the anchors it is confident
+    about. Both are normalised by that anchor count, like the MultiBox loss by its positives.
+    """
+    s_loc, s_logits, s_landms = student
+    t_loc, t_prob, t_landms = (t.float() for t in teacher)
+    temp = config.temperature
+    # log p / T is a valid logit at temperature T: softmax is invariant to the per-anchor constant log Z.
+    t_soft = F.softmax(torch.log(t_prob.clamp_min(1e-8)) / temp, dim=-1)
+    kl = F.kl_div(F.log_softmax(s_logits.float() / temp, dim=-1), t_soft, reduction="none").sum(-1)
+    confident = t_prob[..., 1] > config.confidence
+    n = confident.sum().clamp(min=len(t_prob))  # at least one per image: a faceless batch does not blow up
+    loss_conf = kl.sum() * temp ** 2 / n
+    loss_loc = F.smooth_l1_loss(s_loc[confident].float(), t_loc[confident], reduction="sum") / n
+    loss_landm = F.smooth_l1_loss(s_landms[confident].float(), t_landms[confident], reduction="sum") / n
+    total = config.weight * (loc_weight * loss_loc + loss_conf + loss_landm)
+    return LossParts(loss_loc, loss_conf, loss_landm, total)

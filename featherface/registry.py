@@ -1,4 +1,9 @@
-"""A tiny model registry: ``@register_model(name)`` on a factory, ``create_model(name)`` to build."""
+"""A tiny model registry: ``@register_model(name)`` on a factory, ``create_model(name)`` to build.
+
+``create_model`` also takes the path of a channel config (``*.json``, see ``featherface.channels``): the base
+model it names, narrowed to the recorded widths.
+"""
+from pathlib import Path
 from typing import Callable
 
 from featherface.errors import FeatherFaceError
@@ -28,7 +33,19 @@ def _check(name: str) -> None:
         raise FeatherFaceError(f"unknown model '{name}' (available: {', '.join(list_models())})")
 
 
+def is_channel_file(name: str) -> bool:
+    return str(name).endswith(".json")
+
+
 def create_model(name: str) -> Detector:
+    if is_channel_file(name):
+        from featherface.channels import apply_channels, read_channel_file
+
+        config = read_channel_file(name)
+        model = apply_channels(create_model(config["base"]), config["channels"], str(name))
+        model.name = str(name)
+        model.expected_params = None  # a pruned width has no published parameter count
+        return model
     _check(name)
     model = _FACTORIES[name]()
     model.name = name
@@ -36,5 +53,8 @@ def create_model(name: str) -> Detector:
 
 
 def default_weights_name(name: str) -> str | None:
+    if is_channel_file(name):
+        weights = Path(name).with_suffix(".pth")  # prune writes NAME.json beside NAME.pth
+        return str(weights.resolve()) if weights.is_file() else None
     _check(name)
     return _DEFAULT_WEIGHTS[name]

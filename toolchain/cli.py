@@ -40,8 +40,27 @@ def _weights_for(model: str, weights: Path | None) -> Path | None:
     return paths.default_weights(name) if name else None
 
 
-model_option = click.option("--model", "model", default="featherface-v1", show_default=True,
-                            type=click.Choice(featherface.list_models()), help="Detector architecture.")
+class ModelSpec(click.ParamType):
+    """A registered model name, or the channel config (``.json``) that ``toolchain prune`` writes."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        if featherface.registry.is_channel_file(value):
+            if not Path(value).is_file():
+                self.fail(f"{value}: channel config not found", param, ctx)
+            return str(Path(value).resolve())  # recorded in artifacts, read back from any working directory
+        if value not in featherface.list_models():
+            self.fail(f"'{value}' is not a model ({', '.join(featherface.list_models())}) or a channel config "
+                      f"(*.json)", param, ctx)
+        return value
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(featherface.list_models())}|PRUNED.json]"
+
+
+model_option = click.option("--model", "model", default="featherface-v1", show_default=True, type=ModelSpec(),
+                            help="Detector architecture, or a pruned model's channel config.")
 weights_option = click.option("--weights", type=click.Path(path_type=Path),
                               help="Checkpoint (default: the model's file under $FEATHERFACE_SHARED/weights).")
 
@@ -380,30 +399,75 @@ def verify_cmd(bundle) -> None:
     click.echo(f"{bundle}: verified")
 
 
+@main.command("prune")
+@model_option
+@weights_option
+@click.option("--flops-reduction", type=click.FloatRange(0.01, 0.89), required=True,
+              help="Fraction of the FLOPs at 640² to remove (e.g. 0.3).")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l2", show_default=True,
+              help="Channel importance: filter L1/L2 norm (Li et al. 2017) or BN scale (Liu et al. 2017).")
+@click.option("--global-pruning", is_flag=True, help="Rank channels across layers instead of the same ratio per layer.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Channel config to write (NAME.json; the weights go to NAME.pth beside it).")
+def prune_cmd(model, weights, flops_reduction, importance, global_pruning, out) -> None:
+    """Structured channel pruning (torch-pruning), then fine-tune it with `toolchain distill --student NAME.json`."""
+    from toolchain.stages.prune import prune_model
+
+    report = prune_model(model, _weights_for(model, weights), out, flops_reduction, importance, global_pruning)
+    before, after = report.flops
+    click.echo(f"{report.channels} + {report.weights}: {after / 1e9:.2f} GFLOPs at 640² ({1 - after / before:.1%} "
+               f"fewer than {before / 1e9:.2f}), {report.params[1]:,} parameters ({report.params[0]:,}), "
+               f"channel ratio {report.channel_ratio:.3f}")
+
+
+training_options = [
+    click.option("--data", type=click.Path(path_type=Path), required=True, multiple=True,
+                 help="Folder with images/ and label.txt (RetinaFace), wider_face_*_bbx_gt.txt or annotations/*.xml "
+                      "(Pascal VOC); repeat to train on several."),
+    click.option("--val", type=click.Path(path_type=Path), default=None, help="WIDER folder for val AP every K epochs."),
+    click.option("--config", type=click.Path(path_type=Path), default=None, help="TOML overriding the recipe defaults."),
+    click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True),
+    click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a last.pth checkpoint."),
+    click.option("--weights", type=click.Path(path_type=Path), default=None,
+                 help="Start from a full checkpoint (default: a pruned model's own weights, else the ImageNet "
+                      "backbone from the shared weights)."),
+    click.option("--backbone", type=click.Path(path_type=Path), default=None,
+                 help="MobileNetV1-0.25 backbone (default: $FEATHERFACE_SHARED/weights/mobilenetV1X0.25_pretrain.tar)."),
+    click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="Default: cuda when available."),
+    click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default: on)."),
+    click.option("--epochs", type=int, default=None),
+    click.option("--batch-size", type=int, default=None),
+    click.option("--image-size", type=int, default=None),
+    click.option("--lr", type=float, default=None),
+    click.option("--workers", type=int, default=None),
+    click.option("--eval-every", type=int, default=None),
+    click.option("--max-steps-per-epoch", type=int, default=None),
+]
+
+
 @main.command("train")
 @model_option
-@click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Folder with images/ and label.txt (RetinaFace format) or wider_face_*_bbx_gt.txt.")
-@click.option("--val", type=click.Path(path_type=Path), default=None, help="WIDER folder for val AP every K epochs.")
-@click.option("--config", type=click.Path(path_type=Path), default=None, help="TOML overriding the recipe defaults.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a last.pth checkpoint.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Fine-tune from a full checkpoint (default: ImageNet backbone from the shared weights).")
-@click.option("--backbone", type=click.Path(path_type=Path), default=None,
-              help="MobileNetV1-0.25 backbone (default: $FEATHERFACE_SHARED/weights/mobilenetV1X0.25_pretrain.tar).")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="Default: cuda when available.")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default: on).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--image-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--workers", type=int, default=None)
-@click.option("--eval-every", type=int, default=None)
-@click.option("--max-steps-per-epoch", type=int, default=None)
-def train_cmd(model, data, val, config, out, resume, weights, backbone, device, amp, epochs, batch_size, image_size,
-              lr, workers, eval_every, max_steps_per_epoch) -> None:
+@_add(training_options)
+def train_cmd(model, **options) -> None:
     """Train or fine-tune (CPU, one GPU, or torchrun DDP with the same command line)."""
+    _run_training(model, None, **options)
+
+
+@main.command("distill")
+@click.option("--teacher", type=ModelSpec(), default="featherface-v1", show_default=True, help="Teacher model.")
+@click.option("--teacher-weights", type=click.Path(path_type=Path), default=None,
+              help="Teacher checkpoint (default: the teacher's file under $FEATHERFACE_SHARED/weights).")
+@click.option("--student", type=ModelSpec(), required=True,
+              help="Student: a pruned model's channel config (starts from its pruned weights) or a registered "
+                   "model (starts from the ImageNet backbone).")
+@_add(training_options)
+def distill_cmd(teacher, teacher_weights, student, **options) -> None:
+    """Train a student toward a teacher's outputs (soft targets on the anchors) plus the labels' MultiBox loss."""
+    _run_training(student, (teacher, _weights_for(teacher, teacher_weights)), **options)
+
+
+def _run_training(model, teacher, data, val, config, out, resume, weights, backbone, device, amp, epochs, batch_size,
+                  image_size, lr, workers, eval_every, max_steps_per_epoch) -> None:
     import torch
 
     from toolchain.training.config import load_config
@@ -417,9 +481,14 @@ def train_cmd(model, data, val, config, out, resume, weights, backbone, device, 
     if device == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda: no CUDA device is visible")
     if weights is None and resume is None and backbone is None:
-        backbone = paths.default_weights("mobilenetV1X0.25_pretrain.tar")
-    result = train(model, cfg, data, out, val, device, weights, backbone, resume,
-                   echo=lambda m: click.echo(m, err=True))
+        if featherface.registry.is_channel_file(model):
+            weights = _weights_for(model, None)
+            if weights is None:
+                raise click.UsageError(f"{model}: no weights beside the channel config; pass --weights")
+        else:
+            backbone = paths.default_weights("mobilenetV1X0.25_pretrain.tar")
+    result = train(model, cfg, list(data), out, val, device, weights, backbone, resume,
+                   echo=lambda m: click.echo(m, err=True), teacher=teacher)
     if result.interrupted:
         raise click.ClickException(f"interrupted after epoch {result.epochs_done}; resume with "
                                    f"--resume {out / 'last.pth'}")
@@ -444,9 +513,15 @@ def train_profile_cmd(model, batch_size, image_size, amp, find_batch_size) -> No
         click.echo(f"largest batch that fits (×0.9 margin): {finder(model, image_size, amp)}")
 
 
+def _frontier_entry(text: str) -> tuple[str, Path | None]:
+    model, _, weights = text.partition("=")
+    model = ModelSpec().convert(model, None, None)
+    return model, (Path(weights) if weights else _weights_for(model, None))
+
+
 @main.command("bench")
 @click.option("--model", "models", multiple=True, default=("featherface-v1",), show_default=True,
-              type=click.Choice(featherface.list_models()), help="Repeat to bench peers in the same run.")
+              type=ModelSpec(), help="Repeat to bench peers in the same run.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint (only with a single --model).")
 @click.option("--data", type=click.Path(path_type=Path), help="WIDER folder (default: the shared val set).")
 @click.option("--stages", default=None, help="Comma-separated subset of: " + ", ".join(
@@ -464,11 +539,15 @@ def train_profile_cmd(model, batch_size, image_size, amp, find_batch_size) -> No
 @click.option("--peer", "peers", multiple=True, type=click.Path(path_type=Path),
               help="YuNet ONNX peer row(s), timed with the first model (default: the shared yunet_n_dynamic.onnx).")
 @click.option("--no-peers", is_flag=True)
+@click.option("--frontier", "frontier", multiple=True, metavar="MODEL[=WEIGHTS]",
+              help="Accuracy–speed frontier instead of the stage rows: the first --model and each of these (a pruned "
+                   "model's channel config, featherface-v2, retinaface-mnet0.25, ...) through the --target's shipped "
+                   "graph, timed image → detections like the peers, ΔAP against the first model.")
 @click.option("--shifts", default=None,
               help="Also evaluate every stage on shifted copies of the val images: comma-separated names or 'all' ("
                    + ", ".join(SHIFTS) + ").")
 def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build_dir, calib, json_out, report,
-              peers, no_peers, shifts) -> None:
+              peers, no_peers, frontier, shifts) -> None:
     """Every stage side by side against PyTorch FP32: AP, drift, agreement, latency, size, memory."""
     import os
 
@@ -476,9 +555,10 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
 
     import cv2
 
-    from toolchain.measuring.bench import STAGES, Stage, bench_model, default_stages, environment, table
+    from toolchain.measuring.bench import (STAGES, Stage, bench_model, default_stages, environment, frontier_stages,
+                                           model_size, table)
     from toolchain.measuring.peers import YuNet
-    from toolchain.building.chain import prepare_artifacts
+    from toolchain.building.chain import model_dir, prepare_artifacts
     from toolchain.building.targets import load_target
 
     if weights is not None and len(models) > 1:
@@ -501,18 +581,32 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
     square = tuple((int(s), int(s)) for s in sizes.split(","))
     echo = lambda m: click.echo(m, err=True)  # noqa: E731
     rows = []
+    calib = calib or paths.default_calib_dir()
+    if frontier:
+        if profile.is_tensorrt:
+            raise click.UsageError("--frontier times ONNX Runtime graphs: use an ONNX Runtime --target (cpu)")
+        entries = [(models[0], _weights_for(models[0], weights))] + [_frontier_entry(e) for e in frontier]
+        built = [prepare_artifacts(m, w, profile, (), build_dir, calib, echo) for m, w in entries]
+        rows = bench_model(models[0], frontier_stages(entries, built, threads, profile) + peer_stages, data, square,
+                           runs, echo=echo, threads=threads, shifts=shift_names, full_detect=True, profile_runs=0)
+        for row, (model, _) in zip(rows, entries):
+            row.params, row.gflops = model_size(model)
+        models = ()
     for model in models:
         model_weights = _weights_for(model, weights)
         precisions = tuple(p for p in ("fp16", "int8") if f"onnx-{p}" in wanted or f"tensorrt-{p}" in wanted
                            or (p == profile.default_precision and "cpu-target" in wanted))
-        artifacts = prepare_artifacts(model, model_weights, profile, precisions, build_dir,
-                                      calib or paths.default_calib_dir(), echo)
-        chosen = [s for s in default_stages(model, model_weights, artifacts, threads, build_dir / model / "bench-trt",
+        artifacts = prepare_artifacts(model, model_weights, profile, precisions, build_dir, calib, echo)
+        chosen = [s for s in default_stages(model, model_weights, artifacts, threads,
+                                            build_dir / model_dir(model) / "bench-trt",
                                             profile) if s.name in wanted]
         if model == models[0]:
             chosen += peer_stages
-        rows += bench_model(model, chosen, data, square, runs, echo=echo, threads=threads,
-                                shifts=shift_names)
+        size = model_size(model)
+        for row in bench_model(model, chosen, data, square, runs, echo=echo, threads=threads, shifts=shift_names):
+            if not row.peer:
+                row.params, row.gflops = size
+            rows.append(row)
     env = environment(threads)
     click.echo(table(rows))
     click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)

@@ -88,6 +88,11 @@ class Artifacts:
     steps: list[tuple[str, str, Path]]
 
 
+def model_dir(model: str) -> str:
+    """The build folder of a model: its registered name, or a pruned model's channel-config stem."""
+    return Path(model).stem if featherface.registry.is_channel_file(model) else model
+
+
 def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tuple[str, ...], build_root: Path,
                       calib_dir: Path, echo: Echo = print) -> Artifacts:
     """Export, simplify and, as ``precisions`` ask, FP16 / calibrate / INT8 — each step reused when its
@@ -100,11 +105,12 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     from toolchain.stages.simplify import simplify_onnx
 
     featherface.default_weights_name(model)  # unknown model names fail here, before any work
-    cache = build_root / model / "cache"
+    cache = build_root / model_dir(model) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     steps = _Steps(cache, echo)
     weights_sha = sha256_file(weights)
-    exported = steps.file("export", {"model": model, "weights": weights_sha, "opset": target.export_opset,
+    channels = {"channels": sha256_file(model)} if featherface.registry.is_channel_file(model) else {}
+    exported = steps.file("export", {"model": model, **channels, "weights": weights_sha, "opset": target.export_opset,
                                      "lowering": target.dcn_lowering, "toolchain": __version__}, ".onnx",
                           lambda out: export_onnx(model, weights, out, target.dcn_lowering, target.export_opset,
                                                   calib_dir / "images"))
@@ -170,7 +176,7 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
     target.check_precision(precision)
     artifacts = prepare_artifacts(model, weights, target, (precision,), build_root, calib_dir, echo)
     onnx, sources = artifacts.onnx, artifacts.sources
-    bundle = build_root / model / target.name
+    bundle = build_root / model_dir(model) / target.name
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=bundle.parent))
     try:
         echo(f"[engine] {target.name} ({target.runtime}, {precision})")

@@ -77,6 +77,8 @@ class StageResult:
     fps_batch8: float | None = None
     size_bytes: int | None = None
     peak_rss_mb: float | None = None
+    params: int | None = None
+    gflops: float | None = None  # at 640², featherface.flops (2 FLOPs per multiply-accumulate)
     op_profile: list = field(default_factory=list)  # ONNX stages: time per op type (toolchain profile)
     robustness: dict = field(default_factory=dict)  # shift → AP, ΔAP vs the reference on the same images, F1
     curves: dict = field(default_factory=dict, repr=False)  # setting → (recall, precision); not in JSON
@@ -188,6 +190,41 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
     ]
 
 
+class ModelPeer:
+    """Another FeatherFace-family network as a peer row: its own runner behind ``detect(image)``."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def detect(self, image_bgr: np.ndarray) -> Detections:
+        return detect_array(self.runner, image_bgr)
+
+
+def model_size(model: str) -> tuple[int, float]:
+    """Parameters and GFLOPs at 640² of a registered model or channel config."""
+    from featherface.flops import count_flops
+
+    net = featherface.create_model(model)
+    return featherface.count_parameters(net), count_flops(net, 640).gflops
+
+
+def frontier_stages(entries: list[tuple[str, Path | None]], artifacts: list, threads: int, target) -> list[Stage]:
+    """The accuracy–speed frontier: each model's shipped graph for ``target`` (an ONNX Runtime target), the
+    first as the reference and the others as peers of it (ΔAP against the first model, not against themselves)."""
+    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.stages.engine import shipped_onnx
+
+    stages = []
+    for i, ((model, _), built) in enumerate(zip(entries, artifacts)):
+        graph = shipped_onnx(built.onnx, target.default_precision)
+        label = Path(model).stem if featherface.registry.is_channel_file(model) else model
+        make = ((lambda g=graph: OnnxRuntimeRunner(g, threads, spin=False)) if i == 0 else
+                (lambda g=graph: ModelPeer(OnnxRuntimeRunner(g, threads, spin=False))))
+        stages.append(Stage("cpu-target" if i == 0 else f"peer-{label} cpu-target", "onnxruntime",
+                            target.default_precision, make, graph, peer=i > 0))
+    return stages
+
+
 def _images(images_dir: Path, size: tuple[int, int], batch: int) -> list[np.ndarray]:
     paths = list_images(images_dir)[:batch]
     return [cv2.resize(read_image(p), (size[1], size[0])) for p in (paths * batch)[:batch]]
@@ -211,10 +248,12 @@ def _peer_agreement(reference: Runner, peer, images: list[list[np.ndarray]]) -> 
 
 def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[int, int], ...] = ((640, 640), (320, 320)),
                 runs: int = 50, batch8_runs: int = 10, echo: Echo = print, threads: int | None = None,
-                profile_runs: int = 10, shifts: tuple[str, ...] = ()) -> list[StageResult]:
+                profile_runs: int = 10, shifts: tuple[str, ...] = (), full_detect: bool = False) -> list[StageResult]:
     """Run ``stages`` (the first is the reference) on ``data``; returns one result per stage. ONNX Runtime
     stages are also profiled per op type at the first size (``profile_runs`` runs; 0 skips it); with
-    ``shifts`` every stage is also evaluated on each shifted copy of ``data`` against the reference's AP there."""
+    ``shifts`` every stage is also evaluated on each shifted copy of ``data`` against the reference's AP there.
+    ``full_detect`` times every row image → detections (pre-processing, network, decoding, NMS), as a peer's
+    own detector is timed: the frontier compares different networks end to end."""
     shifted_reference: dict[str, tuple] = {}
     results = []
     timed: dict[str, Callable[[list[np.ndarray], np.ndarray], object]] = {}  # stage → call on (images, batch)
@@ -250,7 +289,8 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
                 row.max_abs_diff = max(d.max_abs for c in comparisons for d in c.drift)
                 row.cosine = min(d.cosine for c in comparisons for d in c.drift)
                 row.det_f1 = float(np.mean([c.det_f1 for c in comparisons]))
-                timed[stage.name] = lambda images, batch, r=runner: r.infer(batch)
+                timed[stage.name] = ((lambda images, batch, r=runner: [detect_array(r, image) for image in images])
+                                     if full_detect else (lambda images, batch, r=runner: r.infer(batch)))
         except Skip as exc:
             row.status, row.skipped_reason = "skipped", str(exc)
             echo(f"[{model}] {stage.name}: skipped ({exc})")
@@ -326,7 +366,8 @@ def table(rows: list[StageResult]) -> str:
         return "-" if v is None else format(v, spec)
 
     head = (f"{'stage':<37}{'easy':>7}{'medium':>7}{'hard':>7}{'Δeasy':>8}{'Δmed':>8}{'Δhard':>8}"
-            f"{'max|Δ|':>9}{'cos':>9}{'F1':>6}{'p50ms':>8}{'p99ms':>8}{'×ref':>6}{'fps@8':>7}{'MB':>6}{'RSS':>6}")
+            f"{'max|Δ|':>9}{'cos':>9}{'F1':>6}{'p50ms':>8}{'p99ms':>8}{'×ref':>6}{'fps@8':>7}{'MB':>6}{'kpar':>6}{'GF':>6}"
+            f"{'RSS':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.status != "ok":
@@ -337,5 +378,6 @@ def table(rows: list[StageResult]) -> str:
             f"{f(r.d_easy, '+.4f'):>8}{f(r.d_medium, '+.4f'):>8}{f(r.d_hard, '+.4f'):>8}{f(r.max_abs_diff, '.2e'):>9}"
             f"{f(r.cosine, '.5f'):>9}{f(r.det_f1, '.3f'):>6}{f(r.p50_ms, '.1f'):>8}{f(r.p99_ms, '.1f'):>8}"
             f"{f(r.speedup, '.2f'):>6}{f(r.fps_batch8, '.1f'):>7}"
-            f"{f(r.size_bytes / 1e6 if r.size_bytes else None, '.2f'):>6}{f(r.peak_rss_mb, '.0f'):>6}")
+            f"{f(r.size_bytes / 1e6 if r.size_bytes else None, '.2f'):>6}{f(r.params / 1e3 if r.params else None, '.0f'):>6}"
+            f"{f(r.gflops, '.2f'):>6}{f(r.peak_rss_mb, '.0f'):>6}")
     return "\n".join(lines)

@@ -30,6 +30,13 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     max_steps_per_epoch: int = 0  # 0: the whole dataset (smaller for smoke runs)
     freeze_bn: bool = False  # keep BatchNorm statistics fixed (fine-tuning with small batches)
+    # Distillation (used when a teacher is given): soft-target temperature, teacher confidence above which an
+    # anchor gets box/landmark targets, weight of the distillation term next to the MultiBox loss, and the
+    # number of fixed augmentations per image whose teacher outputs are cached (0: new ones each epoch, no cache).
+    kd_temperature: float = 2.0
+    kd_confidence: float = 0.5
+    kd_weight: float = 1.0
+    kd_views: int = 8
 
     def validate(self, where: str) -> "TrainConfig":
         checks = [
@@ -40,6 +47,8 @@ class TrainConfig:
             (self.batch_size > 0 and self.epochs > 0 and self.lr > 0, "'batch_size', 'epochs' and 'lr' must be > 0"),
             (self.warmup_epochs >= 0 and self.workers >= 0, "'warmup_epochs' and 'workers' must be ≥ 0"),
             (all(isinstance(m, int) for m in self.milestones), "'milestones' must be a list of integers"),
+            (self.kd_temperature > 0 and 0 <= self.kd_confidence < 1 and self.kd_weight >= 0 and self.kd_views >= 0,
+             "'kd_temperature' must be > 0, 'kd_confidence' in [0, 1), 'kd_weight' and 'kd_views' ≥ 0"),
         ]
         for ok, message in checks:
             if not ok:

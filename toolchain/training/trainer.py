@@ -1,6 +1,6 @@
 """The training loop: one code path for the CPU, one GPU and ``torchrun`` DDP (only rank 0 writes).
 
-Checkpoints (``last.pth``) are written atomically after every epoch and when SIGINT/SIGTERM arrives;
+Checkpoints (``last.pth``, and the plain weights as ``weights.pth``) are written atomically after every epoch and when SIGINT/SIGTERM arrives;
 ``--resume`` restores model, optimizer, scheduler, scaler, epoch and RNG states and continues. The best
 model by mean val AP is kept as ``best.pth`` (a plain state dict, loadable with ``weights_only=True``).
 """
@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 import featherface
 from featherface.data.dataset import FaceDataset, collate
 from featherface.errors import ConfigError, WeightsError, first_line
-from featherface.loss import LossConfig, MultiBoxLoss
+from featherface.loss import DistillConfig, LossConfig, MultiBoxLoss, distillation_loss
 from featherface.priors import prior_boxes
 from featherface.weights import read_state_dict
 from toolchain import __version__
 from toolchain.building.artifacts import atomic_output
 from toolchain.training.config import TrainConfig
 from toolchain.training.metrics import MetricsTracker
+from toolchain.training.teacher import Teacher
 
 CHECKPOINT_FORMAT = "featherface-train-1"
 Echo = Callable[[str], None]
@@ -132,9 +133,15 @@ def read_checkpoint(path: str | Path, model_name: str) -> dict:
     return ckpt
 
 
-def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_dir: Path | None = None,
+def train(model_name: str, cfg: TrainConfig, data_dir: Path | list[Path], out_dir: Path, val_dir: Path | None = None,
           device: str = "cpu", init: Path | None = None, backbone: Path | None = None, resume: Path | None = None,
-          echo: Echo = print) -> TrainResult:
+          echo: Echo = print, teacher: tuple[str, Path | None] | None = None) -> TrainResult:
+    """Train ``model_name`` (a registered name or a channel config) on ``data_dir`` (one or more folders).
+
+    With ``teacher`` = (model, weights), the loss adds ``distillation_loss`` toward that frozen detector's
+    outputs on the same augmented batch (cached per fixed view, ``cfg.kd_views``): the same loop, checkpoints,
+    resume and metrics as plain training.
+    """
     rank, world, dev = _distributed(device)
     main_process = rank == 0
     say = echo if main_process else (lambda message: None)
@@ -156,7 +163,7 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
     net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else model
-    dataset = FaceDataset(data_dir, cfg.image_size, cfg.seed)
+    dataset = FaceDataset(data_dir, cfg.image_size, cfg.seed, views=cfg.kd_views if teacher else 0)
     per_process = max(1, cfg.batch_size // world)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(dataset, per_process, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
@@ -172,6 +179,8 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     criterion = MultiBoxLoss(model.priors.variances, LossConfig(cfg.neg_pos_ratio, cfg.loc_weight))
     priors = prior_boxes(model.priors, cfg.image_size, cfg.image_size).to(dev)
+    kd = DistillConfig(cfg.kd_temperature, cfg.kd_confidence, cfg.kd_weight)
+    guide = Teacher.load(*teacher, dev, cache=cfg.kd_views > 0, amp=amp) if teacher else None
     start, best = 0, -1.0
     tracker = MetricsTracker(out_dir, ckpt["metrics"] if ckpt else None)
     if ckpt:
@@ -194,6 +203,8 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
                  "config": dataclasses.asdict(cfg), "metrics": tracker.history}
         with atomic_output(out_dir / "last.pth") as tmp:
             torch.save(state, tmp)
+        with atomic_output(out_dir / "weights.pth") as tmp:  # the latest weights alone, for eval/export/bench
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
 
     epoch = start
     try:
@@ -206,11 +217,13 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
                     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                         module.eval()
             sums = {"loss": 0.0, "loss_loc": 0.0, "loss_conf": 0.0, "loss_landm": 0.0}
+            if guide:
+                sums["loss_kd"] = 0.0
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             began = time.perf_counter()
             done = 0
-            for step, (images, targets) in enumerate(loader):
+            for step, (images, targets, indices) in enumerate(loader):
                 if step == steps:
                     break
                 images = images.to(dev, non_blocking=True)
@@ -219,12 +232,18 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
                 with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
                     loc, conf, landms = net(images)
                 parts = criterion(loc, conf, landms, priors, targets)
+                total = parts.total
+                if guide:
+                    distilled = distillation_loss((loc, conf, landms), guide(images, indices, dataset.view), kd,
+                                                  cfg.loc_weight)
+                    total = total + distilled.total
+                    sums["loss_kd"] += float(distilled.total.detach())
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(parts.total).backward()
+                scaler.scale(total).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                for key, value in (("loss", parts.total), ("loss_loc", parts.loc), ("loss_conf", parts.conf),
+                for key, value in (("loss", total), ("loss_loc", parts.loc), ("loss_conf", parts.conf),
                                    ("loss_landm", parts.landmarks)):
                     sums[key] += float(value.detach())
                 done += 1
@@ -251,8 +270,9 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path, out_dir: Path, val_
             if main_process:
                 tracker.add(row)
                 save(epoch + 1)
+                kd_text = f" kd {row['loss_kd']:.3f}" if guide else ""
                 say(f"epoch {epoch + 1}: loss {row['loss']:.3f} (loc {row['loss_loc']:.3f} conf {row['loss_conf']:.3f} "
-                    f"landm {row['loss_landm']:.3f}) {row['images_per_s']:.1f} img/s"
+                    f"landm {row['loss_landm']:.3f}{kd_text}) {row['images_per_s']:.1f} img/s"
                     + (f"  val AP {row['easy']:.4f}/{row['medium']:.4f}/{row['hard']:.4f}" if "easy" in row else ""))
             if world > 1:
                 dist.barrier()

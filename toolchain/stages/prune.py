@@ -1,0 +1,160 @@
+"""Prune stage: structured channel pruning of a detector with torch-pruning's dependency graph.
+
+torch-pruning follows the coupled channels (depthwise chains, BiFPN fusions and residual adds, CBAM gates,
+concatenations) from the autograd graph. Three things it cannot see are told to it here:
+* a deformable conv calls ``torchvision.ops.deform_conv2d`` with its weight: one pruner narrows the dense weight
+  and the offset/mask predictors' inputs together, and never their 18/9 outputs (the 3×3 sampling grid);
+* CBAM's spatial gate reduces over channels and multiplies back: channels pass through it unchanged;
+* BiFPN fusion weights are one scalar per input, not per channel: never pruned.
+The SSH outputs (channel-shuffled in a fixed (C/2, 2) view) and the heads' outputs (the anchor layout) keep
+their widths. The result is the same architecture narrower: a channel config plus plain weights.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+import featherface
+from featherface.channels import FORMAT, channel_config
+from featherface.errors import ConfigError
+from featherface.flops import count_flops
+from featherface.heads import Detector, count_parameters
+from featherface.layers import ChannelShuffle, DeformConv2d, SpatialGate
+from toolchain.building.artifacts import atomic_output, write_json
+
+IMPORTANCE = {
+    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),  # Li et al. 2017, filter L1 norm
+    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "bn": lambda: tp.importance.BNScaleImportance(),  # Liu et al. 2017, network slimming
+}
+TRACE_SIZE = 128  # the dependency graph only needs shapes; a small input traces in a fraction of a second
+ROUND_TO = 4  # channel counts in multiples of 4: fine enough steps to meet a FLOPs target, still SIMD-friendly
+
+
+class _DeformConvPruner(tp.pruner.BasePruningFunc):
+    TARGET_MODULES = DeformConv2d
+
+    def prune_out_channels(self, layer: DeformConv2d, idxs) -> DeformConv2d:
+        tp.prune_conv_out_channels(layer.regular_conv, idxs)
+        return layer
+
+    def prune_in_channels(self, layer: DeformConv2d, idxs) -> DeformConv2d:
+        tp.prune_conv_in_channels(layer.regular_conv, idxs)
+        for predictor in (layer.offset_conv, layer.modulator_conv):
+            if isinstance(predictor, nn.Conv2d):
+                tp.prune_conv_in_channels(predictor, idxs)
+            else:  # depthwise-separable predictor: depthwise channels, then the pointwise conv's inputs
+                tp.prune_depthwise_conv_out_channels(predictor[0], idxs)
+                tp.prune_conv_in_channels(predictor[1], idxs)
+        return layer
+
+    def get_out_channels(self, layer: DeformConv2d) -> int:
+        return layer.regular_conv.out_channels
+
+    def get_in_channels(self, layer: DeformConv2d) -> int:
+        return layer.regular_conv.in_channels
+
+
+class _PassThroughPruner(tp.pruner.BasePruningFunc):
+    """Modules whose output channels are their input channels and that hold no per-channel weights."""
+
+    TARGET_MODULES = (SpatialGate, ChannelShuffle)
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        if isinstance(layer, ChannelShuffle):
+            raise ConfigError("a channel shuffle's input was pruned: keep the SSH outputs at full width")
+        return layer
+
+    prune_in_channels = prune_out_channels  # same function: torch-pruning couples the layer's in and out
+
+    def get_out_channels(self, layer: nn.Module) -> None:
+        return None
+
+    def get_in_channels(self, layer: nn.Module) -> None:
+        return None
+
+
+def _kept_widths(model: Detector) -> list:
+    """Layers and parameters whose output width is part of the contract (see the module docstring)."""
+    kept: list = [head.conv1x1 for heads in (model.ClassHead, model.BboxHead, model.LandmarkHead) for head in heads]
+    # The backbone's stride-2…8 stem (8–64 channels, 11 % of V1's FLOPs): one channel there is 1/8 of a layer,
+    # and ImageNet features the little fine-tuning data cannot relearn.
+    kept += [m for m in model.body.stage1.modules() if isinstance(m, nn.Conv2d)]
+    for module in model.modules():
+        if hasattr(module, "conv3X3") and hasattr(module, "conv7x7_3"):  # SSH: its concat feeds the shuffle
+            kept += [module.conv3X3[0], module.conv5X5_2[0], module.conv7x7_3[0]]
+    return kept + _fusion_weights(model)
+
+
+def _fusion_weights(model: nn.Module) -> list[nn.Parameter]:
+    return [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1].startswith(("p3_w", "p4_w", "p5_w"))]
+
+
+def prune_channels(model: Detector, ratio: float, importance: str = "l2", global_pruning: bool = False) -> Detector:
+    """Remove ``ratio`` of the channels of every prunable group (in place) and return the model."""
+    if importance not in IMPORTANCE:
+        raise ConfigError(f"unknown importance '{importance}' (choose {', '.join(IMPORTANCE)})")
+    model.eval()
+    pruner = tp.pruner.MetaPruner(
+        model, torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE), importance=IMPORTANCE[importance](), pruning_ratio=ratio,
+        global_pruning=global_pruning, ignored_layers=_kept_widths(model), round_to=ROUND_TO,
+        root_module_types=[nn.Conv2d, nn.Linear, DeformConv2d],
+        unwrapped_parameters=[(p, 0) for p in _fusion_weights(model)],  # declared (and ignored above): no warning
+        customized_pruners={DeformConv2d: _DeformConvPruner(), SpatialGate: _PassThroughPruner(),
+                            ChannelShuffle: _PassThroughPruner()})
+    pruner.step()
+    return model
+
+
+@dataclass
+class PruneReport:
+    channels: Path
+    weights: Path
+    channel_ratio: float
+    flops: tuple[int, int]  # before, after (at 640²)
+    params: tuple[int, int]
+
+
+def prune_to_flops(make: Callable[[], Detector], flops_reduction: float, importance: str = "l2",
+                   global_pruning: bool = False, size: int = 640, steps: int = 10) -> tuple[Detector, float]:
+    """The smallest channel ratio whose pruned model removes at least ``flops_reduction`` of the FLOPs
+    (bisection: FLOPs fall monotonically with the ratio, in steps set by ``ROUND_TO``)."""
+    if not 0 < flops_reduction < 0.9:
+        raise ConfigError(f"FLOPs reduction {flops_reduction} must lie in (0, 0.9)")
+    base = count_flops(make(), size).total
+    low, high, best = 0.0, 0.9, None
+    for _ in range(steps):
+        ratio = (low + high) / 2
+        model = prune_channels(make(), ratio, importance, global_pruning)
+        if 1 - count_flops(model, size).total / base >= flops_reduction:
+            high, best = ratio, (model, ratio)
+        else:
+            low = ratio
+    if best is None:
+        raise ConfigError(f"cannot remove {flops_reduction:.0%} of the FLOPs by pruning channels")
+    return best
+
+
+def prune_model(model_name: str, weights: str | Path | None, out: str | Path, flops_reduction: float,
+                importance: str = "l2", global_pruning: bool = False) -> PruneReport:
+    """Prune ``model_name`` to remove ``flops_reduction`` of its FLOPs at 640²; write ``out`` (channel config,
+    ``.json``) and the weights beside it (``.pth``), both atomically."""
+    out = Path(out).with_suffix(".json")
+    if featherface.registry.is_channel_file(model_name):
+        raise ConfigError(f"{model_name}: prune the base model again with a larger reduction instead of a pruned one")
+    base = featherface.load_model(model_name, weights)
+    model, ratio = prune_to_flops(lambda: featherface.load_model(model_name, weights), flops_reduction, importance,
+                                  global_pruning)
+    flops = (count_flops(base).total, count_flops(model).total)
+    params = (count_parameters(base), count_parameters(model))
+    weights_out = out.with_suffix(".pth")
+    with atomic_output(weights_out) as tmp:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
+    write_json(out, {"format": FORMAT, "base": model_name, "pruned_from": str(weights) if weights else None,
+                     "importance": importance, "global": global_pruning, "channel_ratio": round(ratio, 4),
+                     "flops_640": flops[1], "base_flops_640": flops[0], "params": params[1],
+                     "channels": channel_config(model, featherface.create_model(model_name))})
+    return PruneReport(out, weights_out, ratio, flops, params)
