@@ -15,7 +15,7 @@ from toolchain.cli import main
 from toolchain.measuring.report import write_report
 from toolchain.measuring.timing import LatencyStats, interleaved_latency
 
-from .conftest import V1_WEIGHTS
+from .conftest import SHARED, V1_WEIGHTS
 
 JSON_KEYS = {"name", "backend", "precision", "easy", "medium", "hard", "d_easy", "d_medium", "d_hard", "max_abs_diff",
              "cosine", "det_f1", "p50_ms", "p90_ms", "p99_ms", "fps_batch8", "size_bytes", "peak_rss_mb",
@@ -130,3 +130,26 @@ def test_a_crash_during_timing_drops_only_that_function():
 def test_bench_cli_rejects_unknown_stage():
     result = CliRunner().invoke(main, ["bench", "--stages", "onnx-fp64"])
     assert result.exit_code == 2 and "unknown stage(s) onnx-fp64" in result.output
+
+
+def test_frontier_rows_compare_other_networks_end_to_end(v1_onnx, small_val, tmp_path):
+    from types import SimpleNamespace
+
+    from toolchain.building.targets import load_target
+    from toolchain.measuring.bench import frontier_stages, model_size
+    from toolchain.measuring.peers import YuNet
+    from toolchain.measuring.report import html_table
+
+    built = [SimpleNamespace(onnx={"fp32": v1_onnx.path})] * 2  # the same graph twice: ΔAP must be exactly 0
+    stages = frontier_stages([("featherface-v1", V1_WEIGHTS), ("featherface-v2", None)], built, 1, load_target("cpu"))
+    yunet = SHARED / "weights" / "peers" / "yunet_n_dynamic.onnx"
+    stages.append(Stage("peer-yunet_n", "opencv", "fp32", lambda: YuNet(yunet), yunet, peer=True))
+    rows = bench_model("featherface-v1", stages, small_val, ((320, 320),), runs=2, batch8_runs=1, echo=lambda m: None,
+                       profile_runs=0, full_detect=True)
+    assert [r.status for r in rows] == ["ok", "ok", "ok"] and [r.peer for r in rows] == [False, True, True]
+    assert (rows[1].d_easy, rows[1].d_medium, rows[1].d_hard) == (0.0, 0.0, 0.0) and rows[1].det_f1 == 1.0
+    assert all(r.p50_ms and r.fps_batch8 for r in rows) and rows[2].params > 50_000
+    params, gflops = model_size("featherface-v2")
+    assert params == featherface.count_parameters(featherface.create_model("featherface-v2")) and 0.8 < gflops < 1.0
+    rows[0].params, rows[0].gflops = model_size("featherface-v1")
+    assert "592 / 2.49" in html_table(rows)

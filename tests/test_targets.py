@@ -31,7 +31,10 @@ def test_shipped_targets_load():
     assert load_target("jetson-nano").precisions == ("fp16",)
     assert load_target("jetson-xavier").int8.mode == "calibrator"
     assert load_target("cpu").int8.activations == "s8"
-    assert load_target("jetson-orin").int8.noise_threshold_db == 25.0  # the default when not given
+    assert load_target("x86-cuda").int8.noise_threshold_db == 25.0  # the default when not given
+    for name in ("cpu", "jetson-orin"):  # built for grayscale/IR and night cameras (see the README's shift table)
+        assert load_target(name).int8.shifts == ("grayscale", "low-light")
+        assert load_target(name).int8.noise_threshold_db == 30.0
 
 
 @pytest.mark.parametrize("change,message", [

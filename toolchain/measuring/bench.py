@@ -267,6 +267,7 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
         reset_peak_rss()
         try:
             runner = stage.make()
+            row.params = getattr(runner, "params", None)  # a peer that knows its size (YuNet)
             echo(f"[{model}] {stage.name}: evaluating on {data}")
             ev = evaluate_detector(runner.detect, data) if stage.peer else evaluate_folder(runner, data)
             row.easy, row.medium, row.hard = (ev.ap[k] for k in SETTINGS)

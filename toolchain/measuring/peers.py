@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 
 from featherface.errors import ArtifactError, first_line
 from featherface.postprocess import Detections
@@ -25,6 +26,7 @@ class YuNet:
                                                       nms_threshold, top_k)
         except cv2.error as exc:
             raise ArtifactError(f"{self.path}: OpenCV cannot load it ({first_line(exc, 120)})") from None
+        self.params = sum(int(np.prod(t.dims)) for t in onnx.load(str(self.path)).graph.initializer)
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         self.detector.setInputSize((image_bgr.shape[1], image_bgr.shape[0]))
