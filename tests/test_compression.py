@@ -106,8 +106,7 @@ def test_pruning_meets_the_flops_request_and_keeps_the_network_valid(pruned):
     assert report.params[1] < report.params[0]
     config = json.loads(out.read_text())
     assert config["base"] == "featherface-v1" and config["flops_640"] == after
-    heads = {k: v for k, v in config["channels"].items() if "Head." in k}
-    assert heads and all(v[0] in (4, 8, 20) for v in heads.values())  # narrower inputs, the anchor layout kept
+    assert not any("Head." in k or "_cs." in k for k in config["channels"])  # the shuffle blocks and heads stay
     assert all(config["channels"][k][0] == 18 for k in config["channels"] if k.endswith("offset_conv"))
     report = validate_model(str(out), report.weights, sizes=(320, 640, 1024), batches=(1, 2))
     assert report.ok, report
@@ -196,3 +195,16 @@ def test_prune_and_distill_cli(tmp_path):
     run = subprocess.run([sys.executable, "-m", "toolchain.cli", "eval", "--model", str(tmp_path / "none.json")],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "none.json: channel config not found" in run.stderr
+
+
+def test_scope_limits_what_is_narrowed():
+    from featherface.channels import channel_config
+    from toolchain.stages.prune import prune_channels
+
+    base = featherface.create_model("featherface-v1")
+    ssh_only = channel_config(prune_channels(featherface.create_model("featherface-v1"), 0.5, scope=("ssh",)), base)
+    assert ssh_only and all(name.startswith("ssh") for name in ssh_only)
+    everything = channel_config(prune_channels(featherface.create_model("featherface-v1"), 0.5), base)
+    assert any(name.startswith("bifpn") for name in everything) and any(name.startswith("body.stage2") for name in everything)
+    assert not any(name.startswith(("body.stage1.0", "body.stage1.1", "body.stage1.2", "ssh1_cs")) for name in everything)
+    assert all(sizes[0] == 64 // 16 for name, sizes in everything.items() if name.startswith("bif_cbam_0.ChannelGate.mlp.1"))

@@ -407,13 +407,16 @@ def verify_cmd(bundle) -> None:
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l2", show_default=True,
               help="Channel importance: filter L1/L2 norm (Li et al. 2017) or BN scale (Liu et al. 2017).")
 @click.option("--global-pruning", is_flag=True, help="Rank channels across layers instead of the same ratio per layer.")
+@click.option("--scope", default="body.stage2,body.stage3,bifpn,ssh", show_default=True,
+              help="Comma-separated module-name prefixes that may be narrowed (e.g. 'ssh' for the context modules only).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Channel config to write (NAME.json; the weights go to NAME.pth beside it).")
-def prune_cmd(model, weights, flops_reduction, importance, global_pruning, out) -> None:
+def prune_cmd(model, weights, flops_reduction, importance, global_pruning, scope, out) -> None:
     """Structured channel pruning (torch-pruning), then fine-tune it with `toolchain distill --student NAME.json`."""
     from toolchain.stages.prune import prune_model
 
-    report = prune_model(model, _weights_for(model, weights), out, flops_reduction, importance, global_pruning)
+    scope = tuple(s.strip() for s in scope.split(",") if s.strip())
+    report = prune_model(model, _weights_for(model, weights), out, flops_reduction, importance, global_pruning, scope)
     before, after = report.flops
     click.echo(f"{report.channels} + {report.weights}: {after / 1e9:.2f} GFLOPs at 640² ({1 - after / before:.1%} "
                f"fewer than {before / 1e9:.2f}), {report.params[1]:,} parameters ({report.params[0]:,}), "
