@@ -18,6 +18,7 @@ from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.stages.bundle import write_bundle
 from toolchain.stages.engine import build_engine
 from toolchain.building.targets import Target
+from toolchain.measuring.robustness import BUDGET
 
 Echo = Callable[[str], None]
 
@@ -230,6 +231,10 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
     ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if graph != onnx["fp32"] else ap
     result = {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
               "images": ap.images, "graph": shipped, "backend": "onnxruntime-cpu"}
+    result["within_budget"] = all(result["delta"][k] >= BUDGET[k] for k in BUDGET)
+    if not result["within_budget"]:
+        echo(f"[accuracy] WARNING: {shipped} is outside the ΔAP budget on {val_dir}: "
+             + " / ".join(f"{result['delta'][k]:+.4f}" for k in ("easy", "medium", "hard")))
     echo(f"[accuracy] {shipped} under the runtime's input policy (fitted into {profile['max']})")
     deployed = evaluate_detector(lambda image: detect_in_profile(runner, image, profile), val_dir)
     result["deployed"] = {"ap": deployed.ap, "delta": {k: deployed.ap[k] - ref.ap[k] for k in ap.ap},
