@@ -51,7 +51,8 @@ def test_flops_match_a_hand_count():
 
 
 def test_flops_of_the_detectors_at_640():
-    v1, v2 = count_flops(featherface.create_model("featherface-v1")), count_flops(featherface.create_model("featherface-v2"))
+    v1 = count_flops(featherface.create_model("featherface-v1"))
+    v2 = count_flops(featherface.create_model("featherface-v2"))
     assert 2.4 < v1.gflops < 2.6 and 0.5 < v1.by_type["deform_conv"] / 1e9 < 0.65  # 1.9 G dense + 0.58 G deformable
     assert v2.total < 0.45 * v1.total
 
@@ -180,8 +181,8 @@ def test_distillation_loss_is_zero_for_a_perfect_student(v1_model):
 
 def test_prune_and_distill_cli(tmp_path):
     out = tmp_path / "p50.json"
-    run = subprocess.run([sys.executable, "-m", "toolchain.cli", "prune", "--flops-reduction", "0.5", "--out", str(out)],
-                         capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "toolchain.cli", "prune", "--flops-reduction", "0.5",
+                          "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "fewer than 2.49" in run.stdout and out.is_file() and out.with_suffix(".pth").is_file()
     run = subprocess.run([sys.executable, "-m", "toolchain.cli", "distill", "--student", str(out), "--data", str(CALIB),
@@ -205,6 +206,6 @@ def test_scope_limits_what_is_narrowed():
     ssh_only = channel_config(prune_channels(featherface.create_model("featherface-v1"), 0.5, scope=("ssh",)), base)
     assert ssh_only and all(name.startswith("ssh") for name in ssh_only)
     everything = channel_config(prune_channels(featherface.create_model("featherface-v1"), 0.5), base)
-    assert any(name.startswith("bifpn") for name in everything) and any(name.startswith("body.stage2") for name in everything)
-    assert not any(name.startswith(("body.stage1.0", "body.stage1.1", "body.stage1.2", "ssh1_cs")) for name in everything)
-    assert all(sizes[0] == 64 // 16 for name, sizes in everything.items() if name.startswith("bif_cbam_0.ChannelGate.mlp.1"))
+    assert any(n.startswith("bifpn") for n in everything) and any(n.startswith("body.stage2") for n in everything)
+    assert not any(n.startswith(("body.stage1.0", "body.stage1.1", "body.stage1.2", "ssh1_cs")) for n in everything)
+    assert all(sizes[0] == 64 // 16 for n, sizes in everything.items() if n.startswith("bif_cbam_0.ChannelGate.mlp.1"))

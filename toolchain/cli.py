@@ -408,7 +408,7 @@ def verify_cmd(bundle) -> None:
               help="Channel importance: filter L1/L2 norm (Li et al. 2017) or BN scale (Liu et al. 2017).")
 @click.option("--global-pruning", is_flag=True, help="Rank channels across layers instead of the same ratio per layer.")
 @click.option("--scope", default="body.stage2,body.stage3,bifpn,ssh", show_default=True,
-              help="Comma-separated module-name prefixes that may be narrowed (e.g. 'ssh' for the context modules only).")
+              help="Comma-separated module-name prefixes that may be narrowed ('ssh': the context modules only).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Channel config to write (NAME.json; the weights go to NAME.pth beside it).")
 def prune_cmd(model, weights, flops_reduction, importance, global_pruning, scope, out) -> None:
@@ -427,15 +427,19 @@ training_options = [
     click.option("--data", type=click.Path(path_type=Path), required=True, multiple=True,
                  help="Folder with images/ and label.txt (RetinaFace), wider_face_*_bbx_gt.txt or annotations/*.xml "
                       "(Pascal VOC); repeat to train on several."),
-    click.option("--val", type=click.Path(path_type=Path), default=None, help="WIDER folder for val AP every K epochs."),
-    click.option("--config", type=click.Path(path_type=Path), default=None, help="TOML overriding the recipe defaults."),
+    click.option("--val", type=click.Path(path_type=Path), default=None,
+                 help="WIDER folder for val AP every K epochs."),
+    click.option("--config", type=click.Path(path_type=Path), default=None,
+                 help="TOML overriding the recipe defaults."),
     click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True),
-    click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue from a last.pth checkpoint."),
+    click.option("--resume", type=click.Path(path_type=Path), default=None,
+                 help="Continue from a last.pth checkpoint."),
     click.option("--weights", type=click.Path(path_type=Path), default=None,
                  help="Start from a full checkpoint (default: a pruned model's own weights, else the ImageNet "
                       "backbone from the shared weights)."),
     click.option("--backbone", type=click.Path(path_type=Path), default=None,
-                 help="MobileNetV1-0.25 backbone (default: $FEATHERFACE_SHARED/weights/mobilenetV1X0.25_pretrain.tar)."),
+                 help="MobileNetV1-0.25 backbone (default: $FEATHERFACE_SHARED/weights/"
+                      "mobilenetV1X0.25_pretrain.tar)."),
     click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="Default: cuda when available."),
     click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default: on)."),
     click.option("--epochs", type=int, default=None),

@@ -58,7 +58,8 @@ def read_voc_folder(annotations: str | Path, images: str | Path) -> list[FaceRec
     files = sorted(annotations.glob("*.xml"))
     if not files:
         raise LabelError(f"{annotations}: no *.xml annotation files")
-    present = {p.stem: p.name for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES} if images.is_dir() else {}
+    present = ({p.stem: p.name for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+               if images.is_dir() else {})
     records = []
     for f in files:
         record = read_voc_file(f)

@@ -367,7 +367,8 @@ def table(rows: list[StageResult]) -> str:
         return "-" if v is None else format(v, spec)
 
     head = (f"{'stage':<37}{'easy':>7}{'medium':>7}{'hard':>7}{'Δeasy':>8}{'Δmed':>8}{'Δhard':>8}"
-            f"{'max|Δ|':>9}{'cos':>9}{'F1':>6}{'p50ms':>8}{'p99ms':>8}{'×ref':>6}{'fps@8':>7}{'MB':>6}{'kpar':>6}{'GF':>6}"
+            f"{'max|Δ|':>9}{'cos':>9}{'F1':>6}{'p50ms':>8}{'p99ms':>8}{'×ref':>6}{'fps@8':>7}{'MB':>6}"
+            f"{'kpar':>6}{'GF':>6}"
             f"{'RSS':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -379,6 +380,7 @@ def table(rows: list[StageResult]) -> str:
             f"{f(r.d_easy, '+.4f'):>8}{f(r.d_medium, '+.4f'):>8}{f(r.d_hard, '+.4f'):>8}{f(r.max_abs_diff, '.2e'):>9}"
             f"{f(r.cosine, '.5f'):>9}{f(r.det_f1, '.3f'):>6}{f(r.p50_ms, '.1f'):>8}{f(r.p99_ms, '.1f'):>8}"
             f"{f(r.speedup, '.2f'):>6}{f(r.fps_batch8, '.1f'):>7}"
-            f"{f(r.size_bytes / 1e6 if r.size_bytes else None, '.2f'):>6}{f(r.params / 1e3 if r.params else None, '.0f'):>6}"
+            f"{f(r.size_bytes / 1e6 if r.size_bytes else None, '.2f'):>6}"
+            f"{f(r.params / 1e3 if r.params else None, '.0f'):>6}"
             f"{f(r.gflops, '.2f'):>6}{f(r.peak_rss_mb, '.0f'):>6}")
     return "\n".join(lines)

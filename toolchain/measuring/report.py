@@ -145,7 +145,8 @@ def _cells(row: StageResult, reference: bool) -> list[str]:
             f"{_f(row.max_abs_diff, '.1e')}, {_f(row.cosine, '.5f')}", _f(row.det_f1, ".3f"),
             f"{_f(row.p50_ms, '.1f')} / {_f(row.p99_ms, '.1f')}", _f(row.speedup, ".2f"), _f(row.fps_batch8, ".1f"),
             _f(row.size_bytes / 1e6 if row.size_bytes else None, ".2f"),
-            f"{_f(row.params / 1e3 if row.params else None, '.0f')} / {_f(row.gflops, '.2f')}", _f(row.peak_rss_mb, ".0f")]
+            f"{_f(row.params / 1e3 if row.params else None, '.0f')} / {_f(row.gflops, '.2f')}",
+            _f(row.peak_rss_mb, ".0f")]
 
 
 def _with_reference(rows: list[StageResult]):

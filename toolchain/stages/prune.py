@@ -7,7 +7,8 @@ concatenations) from the autograd graph. Three things it cannot see are told to 
 * CBAM's spatial gate reduces over channels and multiplies back: channels pass through it unchanged;
 * BiFPN fusion weights are one scalar per input, not per channel: never pruned.
 The SSH outputs (channel-shuffled in a fixed (C/2, 2) view) and the heads' outputs (the anchor layout) keep
-their widths; ``scope`` says which parts may be narrowed. The result is the same architecture narrower: a channel config plus plain weights.
+their widths; ``scope`` says which parts may be narrowed. The result is the same architecture narrower: a channel
+config plus plain weights.
 """
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,8 +1,9 @@
 """The training loop: one code path for the CPU, one GPU and ``torchrun`` DDP (only rank 0 writes).
 
-Checkpoints (``last.pth``, and the plain weights as ``weights.pth``) are written atomically after every epoch and when SIGINT/SIGTERM arrives;
-``--resume`` restores model, optimizer, scheduler, scaler, epoch and RNG states and continues. The best
-model by mean val AP is kept as ``best.pth`` (a plain state dict, loadable with ``weights_only=True``).
+Checkpoints (``last.pth``, and the plain weights as ``weights.pth``) are written atomically after every epoch
+and when SIGINT/SIGTERM arrives; ``--resume`` restores model, optimizer, scheduler, scaler, epoch and RNG states
+and continues. The best model by mean val AP is kept as ``best.pth`` (a plain state dict, loadable with
+``weights_only=True``).
 """
 import dataclasses
 import math
