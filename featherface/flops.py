@@ -23,8 +23,8 @@ class FlopCount:
         return self.total / 1e9
 
 
-def _conv_flops(weight: torch.Tensor, groups: int, out: torch.Tensor) -> int:
-    """2 × (output elements) × (inputs per output: in_ch/groups × kh × kw)."""
+def _conv_flops(weight: torch.Tensor, out: torch.Tensor) -> int:
+    """2 × (output elements) × (inputs per output: the weight's in_ch/groups × kh × kw)."""
     return 2 * out.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
 
 
@@ -38,9 +38,9 @@ def count_flops(model: nn.Module, height: int = 640, width: int | None = None) -
 
     def hook(module: nn.Module, inputs, output) -> None:
         if isinstance(module, DeformConv2d):
-            add("deform_conv", _conv_flops(module.regular_conv.weight, 1, output))
+            add("deform_conv", _conv_flops(module.regular_conv.weight, output))
         elif isinstance(module, nn.Conv2d):
-            add("conv", _conv_flops(module.weight, module.groups, output))
+            add("conv", _conv_flops(module.weight, output))
         elif isinstance(module, nn.Linear):
             add("linear", 2 * output.numel() * module.in_features)
 

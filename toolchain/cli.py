@@ -598,22 +598,22 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
                            runs, echo=echo, threads=threads, shifts=shift_names, full_detect=True, profile_runs=0)
         for row, (model, _) in zip(rows, entries):
             row.params, row.gflops = model_size(model)
-        models = ()
-    for model in models:
-        model_weights = _weights_for(model, weights)
-        precisions = tuple(p for p in ("fp16", "int8") if f"onnx-{p}" in wanted or f"tensorrt-{p}" in wanted
-                           or (p == profile.default_precision and "cpu-target" in wanted))
-        artifacts = prepare_artifacts(model, model_weights, profile, precisions, build_dir, calib, echo)
-        chosen = [s for s in default_stages(model, model_weights, artifacts, threads,
-                                            build_dir / model_dir(model) / "bench-trt",
-                                            profile) if s.name in wanted]
-        if model == models[0]:
-            chosen += peer_stages
-        size = model_size(model)
-        for row in bench_model(model, chosen, data, square, runs, echo=echo, threads=threads, shifts=shift_names):
-            if not row.peer:
-                row.params, row.gflops = size
-            rows.append(row)
+    else:
+        for model in models:
+            model_weights = _weights_for(model, weights)
+            precisions = tuple(p for p in ("fp16", "int8") if f"onnx-{p}" in wanted or f"tensorrt-{p}" in wanted
+                               or (p == profile.default_precision and "cpu-target" in wanted))
+            artifacts = prepare_artifacts(model, model_weights, profile, precisions, build_dir, calib, echo)
+            chosen = [s for s in default_stages(model, model_weights, artifacts, threads,
+                                                build_dir / model_dir(model) / "bench-trt",
+                                                profile) if s.name in wanted]
+            if model == models[0]:
+                chosen += peer_stages
+            size = model_size(model)
+            for row in bench_model(model, chosen, data, square, runs, echo=echo, threads=threads, shifts=shift_names):
+                if not row.peer:
+                    row.params, row.gflops = size
+                rows.append(row)
     env = environment(threads)
     click.echo(table(rows))
     click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)

@@ -37,6 +37,14 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def write_weights(path: str | Path, model) -> None:
+    """A model's state dict alone (on the CPU), the plain weights every ``--weights`` option loads."""
+    import torch
+
+    with atomic_output(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

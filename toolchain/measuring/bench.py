@@ -212,12 +212,13 @@ def frontier_stages(entries: list[tuple[str, Path | None]], artifacts: list, thr
     """The accuracy–speed frontier: each model's shipped graph for ``target`` (an ONNX Runtime target), the
     first as the reference and the others as peers of it (ΔAP against the first model, not against themselves)."""
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from toolchain.building.chain import model_dir
     from toolchain.stages.engine import shipped_onnx
 
     stages = []
     for i, ((model, _), built) in enumerate(zip(entries, artifacts)):
         graph = shipped_onnx(built.onnx, target.default_precision)
-        label = Path(model).stem if featherface.registry.is_channel_file(model) else model
+        label = model_dir(model)
         make = ((lambda g=graph: OnnxRuntimeRunner(g, threads, spin=False)) if i == 0 else
                 (lambda g=graph: ModelPeer(OnnxRuntimeRunner(g, threads, spin=False))))
         stages.append(Stage("cpu-target" if i == 0 else f"peer-{label} cpu-target", "onnxruntime",

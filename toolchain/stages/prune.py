@@ -10,6 +10,7 @@ The SSH outputs (channel-shuffled in a fixed (C/2, 2) view) and the heads' outpu
 their widths; ``scope`` says which parts may be narrowed. The result is the same architecture narrower: a channel
 config plus plain weights.
 """
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,8 +24,8 @@ from featherface.channels import FORMAT, channel_config
 from featherface.errors import ConfigError
 from featherface.flops import count_flops
 from featherface.heads import Detector, count_parameters
-from featherface.layers import ChannelShuffle, DeformConv2d, SpatialGate
-from toolchain.building.artifacts import atomic_output, write_json
+from featherface.layers import SSH, ChannelGate, ChannelShuffle, DeformConv2d, SpatialGate
+from toolchain.building.artifacts import write_json, write_weights
 
 IMPORTANCE = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),  # Li et al. 2017, filter L1 norm
@@ -88,9 +89,9 @@ def _kept_widths(model: Detector, scope: tuple[str, ...]) -> list:
     of their channels cost −0.21 easy AP)."""
     kept: list = [head.conv1x1 for heads in (model.ClassHead, model.BboxHead, model.LandmarkHead) for head in heads]
     for name, module in model.named_modules():
-        if hasattr(module, "conv3X3") and hasattr(module, "conv7x7_3"):  # SSH: its concat feeds the shuffle
+        if isinstance(module, SSH):  # its concat feeds the shuffle
             kept += [module.conv3X3[0], module.conv5X5_2[0], module.conv7x7_3[0]]
-        elif type(module).__name__ == "ChannelGate":
+        elif isinstance(module, ChannelGate):
             kept.append(module.mlp[1])
         elif isinstance(module, nn.Sequential) and len(module) and isinstance(module[0], ChannelShuffle):
             kept += [m for m in module if isinstance(m, nn.Conv2d)]
@@ -159,17 +160,16 @@ def prune_model(model_name: str, weights: str | Path | None, out: str | Path, fl
     out = Path(out).with_suffix(".json")
     if featherface.registry.is_channel_file(model_name):
         raise ConfigError(f"{model_name}: prune the base model again with a larger reduction instead of a pruned one")
-    base = featherface.load_model(model_name, weights)
-    model, ratio = prune_to_flops(lambda: featherface.load_model(model_name, weights), flops_reduction, importance,
-                                  global_pruning, scope=tuple(scope))
+    base = featherface.load_model(model_name, weights)  # read once; every bisection step prunes a copy
+    model, ratio = prune_to_flops(lambda: copy.deepcopy(base), flops_reduction, importance, global_pruning,
+                                  scope=tuple(scope))
     flops = (count_flops(base).total, count_flops(model).total)
     params = (count_parameters(base), count_parameters(model))
     weights_out = out.with_suffix(".pth")
-    with atomic_output(weights_out) as tmp:
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
+    write_weights(weights_out, model)
     write_json(out, {"format": FORMAT, "base": model_name, "pruned_from": str(weights) if weights else None,
                      "importance": importance, "global": global_pruning, "scope": list(scope),
                      "channel_ratio": round(ratio, 4),
                      "flops_640": flops[1], "base_flops_640": flops[0], "params": params[1],
-                     "channels": channel_config(model, featherface.create_model(model_name))})
+                     "channels": channel_config(model, base)})
     return PruneReport(out, weights_out, ratio, flops, params)

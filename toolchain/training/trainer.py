@@ -27,7 +27,7 @@ from featherface.loss import DistillConfig, LossConfig, MultiBoxLoss, distillati
 from featherface.priors import prior_boxes
 from featherface.weights import read_state_dict
 from toolchain import __version__
-from toolchain.building.artifacts import atomic_output
+from toolchain.building.artifacts import atomic_output, write_weights
 from toolchain.training.config import TrainConfig
 from toolchain.training.metrics import MetricsTracker
 from toolchain.training.teacher import Teacher
@@ -204,8 +204,7 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path | list[Path], out_di
                  "config": dataclasses.asdict(cfg), "metrics": tracker.history}
         with atomic_output(out_dir / "last.pth") as tmp:
             torch.save(state, tmp)
-        with atomic_output(out_dir / "weights.pth") as tmp:  # the latest weights alone, for eval/export/bench
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        write_weights(out_dir / "weights.pth", model)  # the latest weights alone, for eval/export/bench
 
     epoch = start
     try:
@@ -265,8 +264,7 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path | list[Path], out_di
                 mean_ap = (row["easy"] + row["medium"] + row["hard"]) / 3
                 if mean_ap > best:
                     best = mean_ap
-                    with atomic_output(out_dir / "best.pth") as tmp:
-                        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+                    write_weights(out_dir / "best.pth", model)
                 model.train()
             if main_process:
                 tracker.add(row)
