@@ -97,7 +97,8 @@ def test_voc_folder_trains_as_boxes_without_landmarks():
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
     out = tmp_path_factory.mktemp("pruned") / "p30.json"
-    return prune_model("featherface-v1", V1_WEIGHTS, out, 0.30), out
+    return prune_model("featherface-v1", V1_WEIGHTS, out, 0.30, importance="variance", calib_images=CALIB / "images",
+                       calib_count=2, calib_size=160), out
 
 
 def test_pruning_meets_the_flops_request_and_keeps_the_network_valid(pruned):
@@ -107,6 +108,8 @@ def test_pruning_meets_the_flops_request_and_keeps_the_network_valid(pruned):
     assert report.params[1] < report.params[0]
     config = json.loads(out.read_text())
     assert config["base"] == "featherface-v1" and config["flops_640"] == after
+    assert config["refit"]["layers"] == len(report.fits) > 100  # every conv but the depthwise ones
+    assert all(f.error_after <= f.error_before for f in report.fits)
     assert not any("Head." in k or "_cs." in k for k in config["channels"])  # the shuffle blocks and heads stay
     assert all(config["channels"][k][0] == 18 for k in config["channels"] if k.endswith("offset_conv"))
     report = validate_model(str(out), report.weights, sizes=(320, 640, 1024), batches=(1, 2))
@@ -143,8 +146,8 @@ def test_channel_config_errors_name_the_file(tmp_path):
 
 def test_flops_bisection_is_monotone_in_the_request():
     make = lambda: featherface.create_model("featherface-v1")  # noqa: E731
-    light, light_ratio = prune_to_flops(make, 0.2, steps=6)
-    heavy, heavy_ratio = prune_to_flops(make, 0.5, steps=6)
+    light, light_ratio, _ = prune_to_flops(make, 0.2, steps=6)
+    heavy, heavy_ratio, _ = prune_to_flops(make, 0.5, steps=6)
     assert heavy_ratio > light_ratio and count_flops(heavy).total < count_flops(light).total
 
 
@@ -181,12 +184,14 @@ def test_distillation_loss_is_zero_for_a_perfect_student(v1_model):
 
 def test_prune_and_distill_cli(tmp_path):
     out = tmp_path / "p50.json"
-    run = subprocess.run([sys.executable, "-m", "toolchain.cli", "prune", "--flops-reduction", "0.5",
-                          "--out", str(out)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "toolchain.cli", "prune", "--flops-reduction", "0.5", "--calib-count",
+                          "2", "--calib-size", "128", "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "fewer than 2.49" in run.stdout and out.is_file() and out.with_suffix(".pth").is_file()
+    assert "refitted" in run.stdout and json.loads(out.read_text())["importance"] == "variance"
+    (tmp_path / "ft.toml").write_text("freeze_bn = true\ngrad_clip = 1.0\n")  # the fine-tuning recipe's keys
     run = subprocess.run([sys.executable, "-m", "toolchain.cli", "distill", "--student", str(out), "--data", str(CALIB),
-                          "--out", str(tmp_path / "run"), "--device", "cpu", "--epochs", "1", "--batch-size", "2",
+                          "--config", str(tmp_path / "ft.toml"), "--out", str(tmp_path / "run"), "--device", "cpu", "--epochs", "1", "--batch-size", "2",
                           "--image-size", "128", "--workers", "0", "--eval-every", "0", "--max-steps-per-epoch", "1"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -203,9 +208,84 @@ def test_scope_limits_what_is_narrowed():
     from toolchain.stages.prune import prune_channels
 
     base = featherface.create_model("featherface-v1")
-    ssh_only = channel_config(prune_channels(featherface.create_model("featherface-v1"), 0.5, scope=("ssh",)), base)
+    model = featherface.create_model("featherface-v1")
+    prune_channels(model, 0.5, scope=("ssh",))
+    ssh_only = channel_config(model, base)
     assert ssh_only and all(name.startswith("ssh") for name in ssh_only)
-    everything = channel_config(prune_channels(featherface.create_model("featherface-v1"), 0.5), base)
+    model = featherface.create_model("featherface-v1")
+    prune_channels(model, 0.5)
+    everything = channel_config(model, base)
     assert any(n.startswith("bifpn") for n in everything) and any(n.startswith("body.stage2") for n in everything)
     assert not any(n.startswith(("body.stage1.0", "body.stage1.1", "body.stage1.2", "ssh1_cs")) for n in everything)
     assert all(sizes[0] == 64 // 16 for n, sizes in everything.items() if n.startswith("bif_cbam_0.ChannelGate.mlp.1"))
+
+
+def test_refit_columns_reproduce_each_layer():
+    """The refit solves output = columns @ weight: the columns must be exactly what each layer multiplies."""
+    from calibration.reconstruct import _columns, _output
+
+    torch.manual_seed(0)
+    net = _Small().eval()
+    nn.init.normal_(net.dcn.offset_conv.weight, std=0.3)  # real offsets and masks, not the zero start
+    nn.init.normal_(net.dcn.modulator_conv.weight, std=0.3)
+    x = torch.randn(2, 8, 12, 10)
+    with torch.no_grad():
+        for layer, inputs in ((net.conv, torch.randn(2, 3, 12, 10)), (net.dcn, x), (net.fc, torch.randn(5, 4))):
+            weight = (layer.regular_conv if isinstance(layer, DeformConv2d) else layer).weight
+            rebuilt = _columns(layer, inputs) @ weight.reshape(len(weight), -1).T
+            torch.testing.assert_close(rebuilt, _output(layer, inputs), rtol=1e-4, atol=1e-4)
+
+
+def test_kept_channels_index_the_base_layers(v1_model):
+    """``prune_channels`` reports which original channels each narrowed layer keeps (the refit's targets)."""
+    import copy
+
+    from calibration.reconstruct import following_bn
+    from toolchain.stages.prune import prune_channels
+
+    model = copy.deepcopy(v1_model)
+    kept = prune_channels(model, 0.3)
+    layers, base_layers = dict(model.named_modules()), dict(v1_model.named_modules())
+    after, base_after = following_bn(model), following_bn(v1_model)
+    checked = 0
+    for name, channels in kept.items():
+        layer = layers[name]
+        base_layer = base_layers[name].regular_conv if isinstance(layer, DeformConv2d) else base_layers[name]
+        assert channels == sorted(set(channels)) and channels[-1] < len(base_layer.weight)  # original indices
+        if layer in after:
+            assert torch.equal(after[layer].weight, base_after[base_layers[name]].weight[channels])
+            checked += 1
+        if isinstance(layer, nn.Conv2d) and layer.groups > 1:  # depthwise: input and output go together
+            assert torch.equal(layer.weight, base_layers[name].weight[channels])
+    assert checked > 20
+
+
+def test_refit_brings_a_pruned_model_closer_on_held_out_images(v1_model):
+    import copy
+
+    from calibration.reconstruct import reconstruct
+    from toolchain.stages.prune import calibration_images, prune_channels
+
+    images = calibration_images(CALIB / "images", 4, 160)
+    fit_on, held_out = images[:2], images[2:]
+    model = copy.deepcopy(v1_model)
+    kept = prune_channels(model, 0.2)
+
+    def distance(net):
+        with torch.no_grad():
+            return sum(float((a - b).pow(2).mean()) for a, b in zip(net(held_out), v1_model(held_out)))
+
+    before = distance(model)
+    fits = reconstruct(model, v1_model, fit_on, kept)
+    assert distance(model) < 0.75 * before  # 0.51× measured (2 fit images at 160²)
+    assert len(fits) > 100 and sum(f.error_after for f in fits) < sum(f.error_before for f in fits)
+
+
+def test_data_driven_importance_needs_calibration_images(tmp_path):
+    from toolchain.stages.prune import prune_channels
+
+    with pytest.raises(ConfigError, match="calibration images"):
+        prune_channels(featherface.create_model("featherface-v1"), 0.2, importance="variance")
+    with pytest.raises(ConfigError, match="calibration images"):
+        prune_model("featherface-v1", V1_WEIGHTS, tmp_path / "x.json", 0.2, importance="variance")
+    assert not (tmp_path / "x.json").exists()

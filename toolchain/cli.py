@@ -404,23 +404,40 @@ def verify_cmd(bundle) -> None:
 @weights_option
 @click.option("--flops-reduction", type=click.FloatRange(0.01, 0.89), required=True,
               help="Fraction of the FLOPs at 640² to remove (e.g. 0.3).")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l2", show_default=True,
-              help="Channel importance: filter L1/L2 norm (Li et al. 2017) or BN scale (Liu et al. 2017).")
+@click.option("--importance", type=click.Choice(["variance", "l1", "l2", "bn"]), default="variance", show_default=True,
+              help="Channel importance: activation variance × the weights that read it (on the calibration images), "
+                   "filter L1/L2 norm (Li et al. 2017) or BN scale (Liu et al. 2017).")
 @click.option("--global-pruning", is_flag=True, help="Rank channels across layers instead of the same ratio per layer.")
 @click.option("--scope", default="body.stage2,body.stage3,bifpn,ssh", show_default=True,
               help="Comma-separated module-name prefixes that may be narrowed ('ssh': the context modules only).")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration folder with images/ (default: the shared calib set).")
+@click.option("--calib-count", type=click.IntRange(1), default=8, show_default=True,
+              help="Calibration images for the statistics and the refit.")
+@click.option("--calib-size", type=click.IntRange(32), default=640, show_default=True,
+              help="Square size the calibration images are letterboxed to (the size the model runs at).")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Refit the pruned layers toward the original by least squares on the calibration images.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Channel config to write (NAME.json; the weights go to NAME.pth beside it).")
-def prune_cmd(model, weights, flops_reduction, importance, global_pruning, scope, out) -> None:
-    """Structured channel pruning (torch-pruning), then fine-tune it with `toolchain distill --student NAME.json`."""
+def prune_cmd(model, weights, flops_reduction, importance, global_pruning, scope, calib, calib_count, calib_size,
+              refit, out) -> None:
+    """Structured channel pruning (torch-pruning) and a least-squares refit on calibration images; then fine-tune
+    it with `toolchain distill --student NAME.json`."""
     from toolchain.stages.prune import prune_model
 
     scope = tuple(s.strip() for s in scope.split(",") if s.strip())
-    report = prune_model(model, _weights_for(model, weights), out, flops_reduction, importance, global_pruning, scope)
+    images = (calib or paths.default_calib_dir()) / "images"
+    report = prune_model(model, _weights_for(model, weights), out, flops_reduction, importance, global_pruning, scope,
+                         images, calib_count, calib_size, refit)
     before, after = report.flops
     click.echo(f"{report.channels} + {report.weights}: {after / 1e9:.2f} GFLOPs at 640² ({1 - after / before:.1%} "
                f"fewer than {before / 1e9:.2f}), {report.params[1]:,} parameters ({report.params[0]:,}), "
                f"channel ratio {report.channel_ratio:.3f}")
+    if report.fits:
+        gain = sum(f.error_before for f in report.fits) / max(sum(f.error_after for f in report.fits), 1e-12)
+        click.echo(f"refitted {len(report.fits)} layers on {calib_count} calibration images at {calib_size}²: "
+                   f"summed output error {gain:.1f}× lower")
 
 
 training_options = [
