@@ -35,3 +35,7 @@ class ArtifactError(FeatherFaceError):
 
 class ConfigError(FeatherFaceError):
     pass
+
+
+class TrainingError(FeatherFaceError):
+    """Training cannot go on (a loss or gradient that is not finite)."""

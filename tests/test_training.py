@@ -158,6 +158,25 @@ def test_bad_training_input(tmp_path):
         load_config(tmp_path / "c.toml")
 
 
+def test_a_loss_that_is_not_finite_stops_training_in_one_line(tmp_path, v1_model):
+    import copy
+
+    broken = copy.deepcopy(v1_model)
+    with torch.no_grad():
+        broken.ClassHead[0].conv1x1.bias.fill_(float("nan"))
+    torch.save(broken.state_dict(), tmp_path / "nan.pth")
+    out = tmp_path / "run"
+    result = subprocess.run(_cli(*_smoke_args(out, extra=("--weights", str(tmp_path / "nan.pth")))),
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].endswith("the loss is not finite at epoch 1, step 1; lower the "
+                                                           "learning rate or set grad_clip and resume from the last "
+                                                           "checkpoint")
+    (tmp_path / "c.toml").write_text("grad_clip = -1.0\n")
+    with pytest.raises(ConfigError, match="'grad_clip' must be ≥ 0"):
+        load_config(tmp_path / "c.toml")
+
+
 def test_resume_from_another_model_is_refused_and_nothing_is_overwritten(finetune, tmp_path):
     out, _ = finetune
     before = (out / "last.pth").read_bytes()

@@ -30,6 +30,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     max_steps_per_epoch: int = 0  # 0: the whole dataset (smaller for smoke runs)
     freeze_bn: bool = False  # keep BatchNorm statistics fixed (fine-tuning with small batches)
+    grad_clip: float = 0.0  # largest global gradient norm (0: off); steadies fine-tuning from refitted weights
     # Distillation (used when a teacher is given): soft-target temperature, teacher confidence above which an
     # anchor gets box/landmark targets, weight of the distillation term next to the MultiBox loss, and the
     # number of fixed augmentations per image whose teacher outputs are cached (0: new ones each epoch, no cache).
@@ -46,6 +47,7 @@ class TrainConfig:
             (self.image_size > 0 and self.image_size % 32 == 0, "'image_size' must be a positive multiple of 32"),
             (self.batch_size > 0 and self.epochs > 0 and self.lr > 0, "'batch_size', 'epochs' and 'lr' must be > 0"),
             (self.warmup_epochs >= 0 and self.workers >= 0, "'warmup_epochs' and 'workers' must be ≥ 0"),
+            (self.grad_clip >= 0, "'grad_clip' must be ≥ 0 (0: off)"),
             (all(isinstance(m, int) for m in self.milestones), "'milestones' must be a list of integers"),
             (self.kd_temperature > 0 and 0 <= self.kd_confidence < 1 and self.kd_weight >= 0 and self.kd_views >= 0,
              "'kd_temperature' must be > 0, 'kd_confidence' in [0, 1), 'kd_weight' and 'kd_views' ≥ 0"),
