@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from toolchain.building.artifacts import write_bytes, write_text  # noqa: E402
 from toolchain.measuring.bench import BUDGET, SETTINGS, StageResult  # noqa: E402
@@ -74,6 +75,9 @@ def accuracy_vs_latency(rows: list[StageResult]) -> bytes:
         ax.set_ylim(min(aps) - 0.15 * span, max(aps) + 0.15 * span)
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 20, 30, 40 rather than 2×10¹, 3×10¹
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("p50 latency, ms (log scale, first input size, batch 1)")
     ax.set_ylabel("mean of easy / medium / hard AP")
     ax.grid(alpha=0.3, which="both")
