@@ -40,13 +40,14 @@ def following_bn(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
     for module in model.modules():
         if isinstance(module, nn.Sequential):
             after.update({a: b for a, b in zip(module, list(module)[1:]) if isinstance(b, nn.BatchNorm2d)})
-        if isinstance(getattr(module, "bn", None), nn.BatchNorm2d) and isinstance(getattr(module, "conv", None), nn.Conv2d):
-            after[module.conv] = module.bn
+        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            after[conv] = bn
     return after
 
 
-def layer_statistics(model: nn.Module, images: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-    """Mean and variance of each input channel of every conv, linear and deformable conv over ``images``."""
+def input_variances(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    """Variance of each input channel of every conv, linear and deformable conv over ``images``."""
     sums: dict[str, list] = {}
     names = {m: n for n, m in model.named_modules()}
 
@@ -66,11 +67,8 @@ def layer_statistics(model: nn.Module, images: Tensor) -> dict[str, tuple[Tensor
     finally:
         for hook in hooks:
             hook.remove()
-    stats = {}
-    for name, (total, squares, count) in sums.items():
-        mean = total / count
-        stats[name] = (mean.float(), (squares / count - mean * mean).clamp(min=0).float())
-    return stats
+    return {name: (squares / count - (total / count) ** 2).clamp(min=0).float()
+            for name, (total, squares, count) in sums.items()}
 
 
 def _fit_order(model: nn.Module, image: Tensor) -> list[str]:

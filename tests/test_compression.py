@@ -191,7 +191,8 @@ def test_prune_and_distill_cli(tmp_path):
     assert "refitted" in run.stdout and json.loads(out.read_text())["importance"] == "variance"
     (tmp_path / "ft.toml").write_text("freeze_bn = true\ngrad_clip = 1.0\n")  # the fine-tuning recipe's keys
     run = subprocess.run([sys.executable, "-m", "toolchain.cli", "distill", "--student", str(out), "--data", str(CALIB),
-                          "--config", str(tmp_path / "ft.toml"), "--out", str(tmp_path / "run"), "--device", "cpu", "--epochs", "1", "--batch-size", "2",
+                          "--config", str(tmp_path / "ft.toml"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                          "--epochs", "1", "--batch-size", "2",
                           "--image-size", "128", "--workers", "0", "--eval-every", "0", "--max-steps-per-epoch", "1"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

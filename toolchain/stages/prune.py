@@ -28,7 +28,7 @@ from featherface.flops import count_flops
 from featherface.heads import Detector, count_parameters
 from featherface.layers import SSH, ChannelGate, ChannelShuffle, DeformConv2d, SpatialGate
 from calibration.dataset import build_calibration_set
-from calibration.reconstruct import LayerFit, following_bn, layer_statistics, reconstruct
+from calibration.reconstruct import LayerFit, following_bn, input_variances, reconstruct
 from toolchain.building.artifacts import write_json, write_weights
 
 IMPORTANCE = {
@@ -89,7 +89,7 @@ class VarianceImportance(tp.importance.Importance):
     BatchNorm): the output error its removal leaves once its mean is refitted into the readers' biases — the part
     reconstruction cannot recover. Needs no labels."""
 
-    def __init__(self, model: nn.Module, statistics: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(self, model: nn.Module, statistics: dict[str, torch.Tensor]) -> None:
         self.names = {m: n for n, m in model.named_modules()}
         self.statistics = statistics
         self.bn = following_bn(model)
@@ -108,7 +108,7 @@ class VarianceImportance(tp.importance.Importance):
             if bn is not None:
                 weight = weight * (bn.weight / (bn.running_var + bn.eps).sqrt()).view(-1, 1, 1, 1)
             reads = weight.transpose(0, 1).flatten(1).pow(2).sum(1)
-            total.scatter_add_(0, torch.as_tensor(group[i].root_idxs), (self.statistics[name][1] * reads)[idxs])
+            total.scatter_add_(0, torch.as_tensor(group[i].root_idxs), (self.statistics[name] * reads)[idxs])
             found = True
         return total if found else None
 
@@ -146,11 +146,11 @@ def _fusion_weights(model: nn.Module) -> list[nn.Parameter]:
 
 def prune_channels(model: Detector, ratio: float, importance: str = "l2", global_pruning: bool = False,
                    scope: tuple[str, ...] = SCOPES,
-                   statistics: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, list[int]]:
+                   statistics: dict[str, torch.Tensor] | None = None) -> dict[str, list[int]]:
     """Remove ``ratio`` of the channels of every prunable group within ``scope`` (module-name prefixes; in place).
 
     Returns, for each narrowed conv/linear, the original indices of the output channels it keeps.
-    ``statistics`` (``layer_statistics``) is needed by the data-driven importances.
+    ``statistics`` (``input_variances`` on calibration images) is needed by the data-driven importances.
     """
     if importance not in (*IMPORTANCE, *DATA_IMPORTANCE):
         raise ConfigError(f"unknown importance '{importance}' (choose {', '.join((*IMPORTANCE, *DATA_IMPORTANCE))})")
@@ -234,7 +234,7 @@ def prune_model(model_name: str, weights: str | Path | None, out: str | Path, fl
         raise ConfigError(f"importance '{importance}' is measured on calibration images: give a folder")
     base = featherface.load_model(model_name, weights).eval()  # read once; every bisection step prunes a copy
     images = calibration_images(calib_images, calib_count, calib_size) if calib_images is not None else None
-    statistics = layer_statistics(base, images) if importance in DATA_IMPORTANCE else None
+    statistics = input_variances(base, images) if importance in DATA_IMPORTANCE else None
     model, ratio, kept = prune_to_flops(lambda: copy.deepcopy(base), flops_reduction, importance, global_pruning,
                                         scope=tuple(scope), statistics=statistics)
     fits = reconstruct(model, base, images, kept) if images is not None and refit else []
