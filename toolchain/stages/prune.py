@@ -233,11 +233,12 @@ def prune_model(model_name: str, weights: str | Path | None, out: str | Path, fl
     if calib_images is None and importance in DATA_IMPORTANCE:
         raise ConfigError(f"importance '{importance}' is measured on calibration images: give a folder")
     base = featherface.load_model(model_name, weights).eval()  # read once; every bisection step prunes a copy
-    images = calibration_images(calib_images, calib_count, calib_size) if calib_images is not None else None
+    needed = calib_images is not None and (refit or importance in DATA_IMPORTANCE)
+    images = calibration_images(calib_images, calib_count, calib_size) if needed else None
     statistics = input_variances(base, images) if importance in DATA_IMPORTANCE else None
     model, ratio, kept = prune_to_flops(lambda: copy.deepcopy(base), flops_reduction, importance, global_pruning,
                                         scope=tuple(scope), statistics=statistics)
-    fits = reconstruct(model, base, images, kept) if images is not None and refit else []
+    fits = reconstruct(model, base, images, kept) if needed and refit else []
     flops = (count_flops(base).total, count_flops(model).total)
     params = (count_parameters(base), count_parameters(model))
     weights_out = out.with_suffix(".pth")

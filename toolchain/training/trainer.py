@@ -238,17 +238,17 @@ def train(model_name: str, cfg: TrainConfig, data_dir: Path | list[Path], out_di
                                                   cfg.loc_weight)
                     total = total + distilled.total
                     sums["loss_kd"] += float(distilled.total.detach())
-                where = f"epoch {epoch + 1}, step {step + 1}"
                 if not torch.isfinite(total.detach()):  # stop before NaN weights reach the deformable kernels
-                    raise TrainingError(f"{out_dir}: the loss is not finite at {where}; lower the learning rate or "
-                                        f"set grad_clip and resume from the last checkpoint")
+                    raise TrainingError(f"{out_dir}: the loss is not finite at epoch {epoch + 1}, step {step + 1}; "
+                                        f"lower the learning rate or set grad_clip and resume from the last checkpoint")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
                 if cfg.grad_clip:
                     scaler.unscale_(optimizer)
                     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     if not torch.isfinite(norm) and not scaler.is_enabled():  # the scaler skips such steps itself
-                        raise TrainingError(f"{out_dir}: the gradient is not finite at {where}")
+                        raise TrainingError(f"{out_dir}: the gradient is not finite at epoch {epoch + 1}, "
+                                            f"step {step + 1}")
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
