@@ -100,7 +100,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     inputs are unchanged."""
     from toolchain.stages.calibrate import calibrate_onnx
     from toolchain.stages.export import export_onnx
-    from toolchain.stages.lean import lean_onnx
+    from toolchain.stages.lean import PASSES, lean_onnx
     from toolchain.stages.opset import convert_opset
     from toolchain.stages.quantize import fp16_onnx
     from toolchain.stages.simplify import simplify_onnx
@@ -125,7 +125,9 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     onnx = {"fp32": simplified}
     sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
     if target.lean:
-        onnx["lean"] = steps.file("lean", {"onnx": sources["onnx_sha256"], "toolchain": __version__}, ".onnx",
+        passes = [rewrite.__name__ for rewrite in PASSES]  # a new rewrite rebuilds cached lean graphs
+        onnx["lean"] = steps.file("lean", {"onnx": sources["onnx_sha256"], "passes": passes, "toolchain": __version__},
+                                  ".onnx",
                                   lambda out: lean_onnx(simplified, out, weights, calib_dir / "images"))
     trt_cache = None
     if "fp16" in precisions:
