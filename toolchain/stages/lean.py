@@ -13,7 +13,7 @@ time going on a CPU; the result is checked against PyTorch like every export:
   GlobalAveragePool/GlobalMaxPool, which run in ONNX Runtime's blocked (NCHWc) layout without reorders.
 * ``deform_project_first``: a DeformConv that narrows its channels (each SSH's 64→32 and 64→16) projects
   first and samples after: bilinear sampling and the mask are linear per channel, so sampling ``W_t·x`` (a
-  1×1 conv per kernel tap t, no bias) at tap t's point equals ``W_t`` applied to sampled ``x``. One 1×1 conv
+  1×1 conv per kernel tap t, no bias) at tap t's point equals ``W_t`` applied to sampled ``x``. One projection
   to taps × M channels, then a 1×1 DeformConv with one offset group per tap (offsets shifted by the tap's
   position) sums them: M instead of C channels are sampled per tap.
 """
@@ -188,7 +188,7 @@ def global_pools(g: GraphEdit) -> int:
 # Project-first pays when M ≤ C/2 (ONNX Runtime 1.32, 2 threads, 3×3, one DeformConv alone): 64→16 at 80×80
 # 2.92 → 1.83 ms, at 40×40 0.81 → 0.60 ms; 64→32 3.19 → 3.09 ms; 16→16 is slower (1.05 → 1.15 ms).
 # In V1 (640², 2 threads) the three 64→16 convs take the lean graph from 1.15× to 1.25× the simplified one,
-# the three 64→32 ones to 1.28×.
+# the three 64→32 ones to 1.28× (medians of interleaved runs on real images).
 PROJECT_FIRST_MAX_NARROWING = 0.5
 
 
@@ -206,16 +206,26 @@ def deform_project_first(g: GraphEdit) -> int:
                 or attrs.get("auto_pad", b"NOTSET") != b"NOTSET" or out_ch > PROJECT_FIRST_MAX_NARROWING * in_ch):
             continue  # only 'same' stride-1 convs keep their output size as a 1×1 DeformConv
         taps = [(i, j) for i in range(kh) for j in range(kw)]
-        project = np.concatenate([weight[:, :, i, j] for i, j in taps])[:, :, None, None]
+        project = np.concatenate([weight[:, :, i, j] for i, j in taps])
         gather = np.zeros((out_ch, len(taps) * out_ch, 1, 1), weight.dtype)
         for t in range(len(taps)):
             gather[np.arange(out_ch), t * out_ch + np.arange(out_ch)] = 1
         shift = np.asarray([[i * dil[0] - same[0], j * dil[1] - same[1]] for i, j in taps], weight.dtype)
         stem = dcn.name
-        projected, offsets = g.fresh(f"{stem}_projected"), g.fresh(f"{stem}_tap_offsets")
+        flat, product, size, shape, projected, offsets = (
+            g.fresh(f"{stem}_{s}") for s in ("flat", "product", "size", "shape", "projected", "tap_offsets"))
+        # The projection as a MatMul over the flattened pixels, not a 1×1 Conv: ONNX Runtime would run the Conv
+        # in its blocked layout and reorder the taps × M channels back for the DeformConv (V1: 1.28× → 1.31×).
         new = [
-            helper.make_node("Conv", [dcn.input[0], g.add_constant(f"{stem}_project", project)], [projected],
-                             name=g.fresh(f"{stem}_project"), kernel_shape=[1, 1]),
+            helper.make_node("Reshape", [dcn.input[0], g.add_constant(f"{stem}_flat", np.asarray([0, in_ch, -1],
+                                                                                                 np.int64))],
+                             [flat], name=g.fresh(f"{stem}_flatten")),
+            helper.make_node("MatMul", [g.add_constant(f"{stem}_project", project), flat], [product],
+                             name=g.fresh(f"{stem}_project")),
+            helper.make_node("Shape", [dcn.input[0]], [size], name=g.fresh(f"{stem}_size"), start=2, end=4),
+            helper.make_node("Concat", [g.add_constant(f"{stem}_channels", np.asarray([0, len(project)], np.int64)),
+                                        size], [shape], name=g.fresh(f"{stem}_shape"), axis=0),
+            helper.make_node("Reshape", [product, shape], [projected], name=g.fresh(f"{stem}_unflatten")),
             helper.make_node("Add", [dcn.input[2], g.add_constant(f"{stem}_tap_shift", shift.reshape(1, -1, 1, 1))],
                              [offsets], name=g.fresh(f"{stem}_tap_shift")),
         ]
