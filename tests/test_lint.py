@@ -1,15 +1,16 @@
-"""The TensorRT lint on small crafted graphs: each known deployment breaker is caught for the generations it
-breaks and passes for those that handle it. CPU only, no model export."""
+"""The lint on small crafted graphs: each known deployment breaker is caught for the TensorRT generations (and
+ONNX Runtime versions) it breaks and passes for those that handle it. CPU only, no model export."""
 import dataclasses
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from featherface.errors import ArtifactError
-from toolchain.building.lint import GRAPH, Violation, errors, lint_file, lint_model
-from toolchain.building.targets import Profile, parse_target
+from toolchain.building.lint import GRAPH, ONNXRUNTIME_OPS_SINCE, Violation, errors, lint_file, lint_model
+from toolchain.building.targets import Profile, parse_target, version_tuple
 from toolchain.building.tensorrt_support import DLA, TABLES, generation
 
 TOML = """name = "t"
@@ -74,7 +75,7 @@ def test_clean_graph_passes_every_generation(target, version):
     assert lint_model(clean_model(), target(version)) == []
 
 
-def test_onnxruntime_target_only_checks_validity(target):
+def test_onnxruntime_target_passes_a_graph_of_old_operators(target):
     assert lint_model(clean_model(18), target("1.20", runtime="onnxruntime")) == []
 
 
@@ -139,6 +140,27 @@ def test_deform_conv(target, version, caught):
         assert "needs TensorRT ≥ 10.1" in found[0].message and 'dcn_lowering = "decomposed"' in found[0].message
     else:
         assert lint_model(deform_conv(), target(version)) == []
+
+
+@pytest.mark.parametrize("version,caught", [("1.20", True), ("1.24.4", True), ("1.25", False), ("1.32.0", False)])
+def test_deform_conv_on_onnxruntime(target, version, caught):
+    """ONNX Runtime before 1.25 has no DeformConv kernel: a CPU bundle promising it must fail here, not on load."""
+    found = lint_model(deform_conv(), target(version, runtime="onnxruntime"))
+    assert [v.op for v in found] == (["DeformConv"] if caught else [])
+    if caught:
+        assert str(found[0]) == (f"node 'dcn' (DeformConv): no CPU kernel before ONNX Runtime 1.25: raise "
+                                 f"min_runtime_version [ONNX Runtime {version}]")
+
+
+def test_the_onnxruntime_table_holds_for_the_installed_runtime():
+    """Where the installed ONNX Runtime is at least the table's first version, it runs DeformConv."""
+    installed = version_tuple(ort.__version__)
+    if installed < version_tuple(ONNXRUNTIME_OPS_SINCE["DeformConv"]):
+        pytest.skip(f"onnxruntime {ort.__version__} predates DeformConv")
+    x = np.ones((1, 4, 8, 8), np.float32)
+    offset = np.zeros((1, 18, 6, 6), np.float32)
+    session = ort.InferenceSession(deform_conv().SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.allclose(session.run(None, {"x": x, "offset": offset})[0], 36.0)  # 4 channels × 9 taps of ones
 
 
 def test_fp16_range(target):

@@ -1,10 +1,12 @@
-"""Lint an ONNX model against a target's TensorRT generation, on a CPU, before an engine build.
+"""Lint an ONNX model against a target's runtime (TensorRT generation, ONNX Runtime version), on a CPU, before a build.
 
 Why: the TensorRT ONNX parser fails late (on the device, minutes into a build) or, worse, not at all — an
 opset-18 ReduceMean on 8.x silently reduces over the batch, an uneven opset-18 Split gets floor-sized chunks,
 FP16 index math rounds past 2048. Each rule below reads a cited fact from ``tensorrt_support`` so a model is
 checked against the oldest TensorRT the target promises (``min_runtime_version``), and a new fact is a table
-edit, not a code change. Only the main graph is walked: the FeatherFace exports have no subgraphs.
+edit, not a code change. ONNX Runtime targets are checked against ``ONNXRUNTIME_OPS_SINCE``, the first release
+with a CPU kernel for operators newer than the rest. Only the main graph is walked: the FeatherFace exports have no
+subgraphs.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +16,18 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from featherface.errors import ArtifactError, first_line
-from toolchain.building.targets import Target
+from toolchain.building.targets import Target, version_tuple
 from toolchain.building.tensorrt_support import DLA, Generation, generation
 
 GRAPH = "<graph>"
 _INTEGER_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
                   TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
 _FP16_INDEX = "FP16 holds integers exactly only to 2048; do index math in FP32 or INT32/INT64"
+
+# First ONNX Runtime release with a CPU kernel for the op. DeformConv: added by microsoft/onnxruntime PR #27393
+# (2026); the PyPI wheels 1.20.1 and 1.24.4 refuse V1's graph ("NOT_IMPLEMENTED: Could not find an implementation
+# for DeformConv(19)"), 1.25.0 and 1.26.0 run it (checked here, CPU, Python 3.11).
+ONNXRUNTIME_OPS_SINCE = {"DeformConv": "1.25"}
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,11 @@ class Violation:
     message: str
     version: str
     severity: str = "error"
+    runtime: str = "TensorRT"
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{prefix}node '{self.node}' ({self.op}): {self.message} [TensorRT {self.version}]"
+        return f"{prefix}node '{self.node}' ({self.op}): {self.message} [{self.runtime} {self.version}]"
 
 
 def errors(violations: list[Violation]) -> list[Violation]:
@@ -56,11 +64,12 @@ def lint_file(path: str | Path, target: Target) -> list[Violation]:
 def lint_model(model: onnx.ModelProto, target: Target) -> list[Violation]:
     """Everything the target's TensorRT generation is known to reject, ignore or get wrong in ``model``.
 
-    ONNX Runtime targets only need a valid model (``onnx.checker``); TensorRT targets are checked against
-    ``generation(target.min_runtime_version)`` and, with a DLA core, against the DLA layer table."""
+    ONNX Runtime targets need a valid model (``onnx.checker``) whose operators all have CPU kernels in
+    ``target.min_runtime_version``; TensorRT targets are checked against ``generation(target.min_runtime_version)``
+    and, with a DLA core, against the DLA layer table."""
     if target.runtime != "tensorrt":
         onnx.checker.check_model(model)
-        return []
+        return _onnxruntime_problems(model, target.min_runtime_version)
     gen, version = generation(target.min_runtime_version), target.min_runtime_version
     consts, types, producers = _graph_facts(model)
     found: list[Violation] = []
@@ -84,6 +93,17 @@ def lint_model(model: onnx.ModelProto, target: Target) -> list[Violation]:
     profile = target.profile
     if target.dla_core is not None and profile.min != profile.max:
         add(GRAPH, "profile", f"DLA needs static shapes: profile min {profile.min} ≠ max {profile.max}")
+    return found
+
+
+def _onnxruntime_problems(model: onnx.ModelProto, version: str) -> list[Violation]:
+    found = []
+    for index, node in enumerate(model.graph.node):
+        since = ONNXRUNTIME_OPS_SINCE.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if since and version_tuple(version) < version_tuple(since):
+            found.append(Violation(node.name or f"#{index}", node.op_type,
+                                   f"no CPU kernel before ONNX Runtime {since}: raise min_runtime_version", version,
+                                   runtime="ONNX Runtime"))
     return found
 
 
