@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from calibration.dataset import build_calibration_set
 from calibration.reader import CalibrationReader
 from featherface import paths
-from toolchain.backends.onnxruntime_backend import session_options
+from toolchain.backends.onnxruntime_backend import onnxruntime_session, session_options
 
 LAYOUTS = {  # name → (pre-processed, format, op types (None: all))
     "qdq-conv": (False, QuantFormat.QDQ, ["Conv"]), "qdq-all": (False, QuantFormat.QDQ, None),
@@ -50,8 +49,8 @@ def main() -> None:
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
                             calibrate_method=CalibrationMethod.MinMax)
         x = np.random.default_rng(0).uniform(-120, 150, (1, 3, 640, 640)).astype(np.float32)
-        sessions = {k: ort.InferenceSession(str(p), session_options(2, spin=False),
-                                            providers=["CPUExecutionProvider"]) for k, p in graphs.items()}
+        sessions = {k: onnxruntime_session(str(p), session_options(2, spin=False), ["CPUExecutionProvider"])
+                    for k, p in graphs.items()}
         times = {k: [] for k in sessions}
         for session in sessions.values():
             for _ in range(3):

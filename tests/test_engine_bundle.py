@@ -6,6 +6,7 @@ import sys
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from torchvision.ops import box_iou
@@ -15,7 +16,9 @@ from toolchain.backends.tensorrt_backend import build_config, build_script, tens
 from toolchain.building.chain import build_target
 from toolchain.stages.bundle import verify_bundle
 from toolchain.stages.engine import build_engine
-from toolchain.runtime.featherface_runtime import BundleError, FaceDetector, check_engine_info
+from toolchain.backends.onnxruntime_backend import session_options
+from toolchain.runtime.featherface_runtime import (BundleError, FaceDetector, check_engine_info, disabled_optimizers,
+                                                   onnxruntime_session)
 from toolchain.building.targets import TARGETS_DIR, load_target
 
 from .conftest import CALIB, V1_WEIGHTS, VAL
@@ -223,3 +226,27 @@ def test_tensorrt_entropy_calibrator_writes_a_readable_cache(tmp_path, v1_onnx):
     build(config, tmp_path, calibrator=entropy_calibrator(calib, tmp_path / "calib.cache"))
     header, scales = read_trt_cache(tmp_path / "calib.cache")
     assert header.startswith("TRT-") and "input" in scales and (tmp_path / "model.engine").is_file()
+
+
+def test_onnxruntime_sessions_keep_the_zero_padding_before_a_max_pool():
+    """BiFPN's 'same' max pool pads with zeros; ONNX Runtime 1.25–1.31 fused that Pad into MaxPool's −inf
+    padding (the plain session gives the windows' negative maxima on 1.31.1)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    assert disabled_optimizers("1.25.0") == disabled_optimizers("1.31.1") == ["Pad_Fusion"]
+    assert disabled_optimizers("1.32.0") == []
+    pads = numpy_helper.from_array(np.asarray([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[3, 3], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])], [pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    x = -1 - np.random.default_rng(0).random((1, 2, 6, 6)).astype(np.float32)  # every window all negative
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.stack([padded[..., 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(-2, -1))
+                     for i in range(3) for j in range(3)], axis=-1).reshape(1, 2, 3, 3)
+    assert want[..., 0, :].max() == 0 and want[..., 1:, 1:].max() < 0  # border windows reach the zeros
+    for session in (onnxruntime_session(model, session_options(), ["CPUExecutionProvider"]),
+                    ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"],
+                                         disabled_optimizers=["Pad_Fusion"])):  # the rule name is one ORT takes
+        assert np.array_equal(session.run(None, {"x": x})[0], want)

@@ -7,6 +7,7 @@ import onnxruntime as ort
 from featherface.errors import ArtifactError, first_line
 from toolchain.backends.base import OUTPUT_NAMES, Runner
 from toolchain.building.metadata import get_metadata, load_onnx, priors_from
+from toolchain.runtime.featherface_runtime import onnxruntime_session
 
 
 def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
@@ -33,8 +34,8 @@ class OnnxRuntimeRunner(Runner):
         self.priors = priors_from(self.metadata, self.path)
         self.precision = self.metadata.get("precision", "fp32")
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), session_options(threads, spin),
-                                                providers=providers or ["CPUExecutionProvider"])
+            self.session = onnxruntime_session(model.SerializeToString(), session_options(threads, spin),
+                                               providers or ["CPUExecutionProvider"])
         except Exception as exc:
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it ({first_line(exc)})") from None
         self.input_name = self.session.get_inputs()[0].name

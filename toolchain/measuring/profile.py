@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from toolchain.backends.onnxruntime_backend import session_options
+from toolchain.backends.onnxruntime_backend import onnxruntime_session, session_options
 
 
 @dataclass
@@ -69,7 +68,7 @@ def profile_onnx(path: str | Path, size: tuple[int, int] = (640, 640), batch: in
     options.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="featherface-profile-") as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(str(path), options, ["CPUExecutionProvider"])
         x = np.random.default_rng(0).uniform(-120, 150, (batch, 3, *size)).astype(np.float32)
         feed = {session.get_inputs()[0].name: x}
         for _ in range(warmup + runs):

@@ -19,7 +19,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -114,6 +114,25 @@ def letterbox(image_bgr: np.ndarray, mean, profile: dict) -> Tuple[np.ndarray, f
     return x, scale
 
 
+# ONNX Runtime before 1.32 folds a zero Pad into the MaxPool after it (rewrite rule "Pad_Fusion"), whose padding
+# is -inf: BiFPN's 'same' max pool then differs wherever a window's values are all negative (V1's landmarks by up to
+# 0.53 on ONNX Runtime 1.25.0 to 1.31.1, −0.0003 / −0.0005 / −0.0004 AP; 1.32.0 gives PyTorch's outputs).
+PAD_FUSION_FIXED = (1, 32)
+
+
+def disabled_optimizers(onnxruntime_version: str) -> List[str]:
+    """The ONNX Runtime rewrite rules that change FeatherFace's outputs in this version."""
+    return ["Pad_Fusion"] if version_tuple(onnxruntime_version) < PAD_FUSION_FIXED else []
+
+
+def onnxruntime_session(model, options, providers: List[str]):
+    """An ONNX Runtime session (``model``: a path or serialized bytes) without this version's faulty rewrites."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, options, providers=providers,
+                                disabled_optimizers=disabled_optimizers(ort.__version__) or None)
+
+
 class OnnxRuntimeModel:
     def __init__(self, path: Path, session: dict) -> None:
         import onnxruntime as ort
@@ -124,8 +143,7 @@ class OnnxRuntimeModel:
             options.intra_op_num_threads = session["intra_op_num_threads"]
         if session.get("intra_op_allow_spinning") is False:  # idle workers sleep: the benchmarked setting
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=session.get("providers",
-                                                                                      ["CPUExecutionProvider"]))
+        self.session = onnxruntime_session(str(path), options, session.get("providers", ["CPUExecutionProvider"]))
         self.input = self.session.get_inputs()[0].name
         self.profile = None  # the manifest's profile applies
 

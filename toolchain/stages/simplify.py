@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import onnxsim
 
 from featherface.errors import first_line
 from toolchain.building.artifacts import atomic_output
-from toolchain.backends.onnxruntime_backend import session_options
+from toolchain.backends.onnxruntime_backend import onnxruntime_session, session_options
 from toolchain.measuring.compare import FP32_TOLERANCES, tensor_drift
 from toolchain.building.metadata import load_onnx, set_metadata
 
@@ -39,7 +38,7 @@ def op_counts(model: onnx.ModelProto) -> Counter:
 
 
 def _outputs(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[tuple[np.ndarray, ...]]:
-    session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model.SerializeToString(), session_options(), ["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return [tuple(session.run(None, {name: x})) for x in inputs]
 
