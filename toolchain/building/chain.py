@@ -100,7 +100,8 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     inputs are unchanged."""
     from toolchain.stages.calibrate import calibrate_onnx
     from toolchain.stages.export import export_onnx
-    from toolchain.stages.lean import PASSES, lean_onnx
+    from toolchain.stages import lean as lean_module
+    from toolchain.stages.lean import lean_onnx
     from toolchain.stages.opset import convert_opset
     from toolchain.stages.quantize import fp16_onnx
     from toolchain.stages.simplify import simplify_onnx
@@ -125,9 +126,9 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     onnx = {"fp32": simplified}
     sources = {"weights": str(weights), "weights_sha256": weights_sha, "onnx_sha256": sha256_file(simplified)}
     if target.lean:
-        passes = [rewrite.__name__ for rewrite in PASSES]  # a new rewrite rebuilds cached lean graphs
-        onnx["lean"] = steps.file("lean", {"onnx": sources["onnx_sha256"], "passes": passes, "toolchain": __version__},
-                                  ".onnx",
+        rewrites = sha256_file(lean_module.__file__)  # any change to the rewrites rebuilds cached lean graphs
+        onnx["lean"] = steps.file("lean", {"onnx": sources["onnx_sha256"], "rewrites": rewrites,
+                                           "toolchain": __version__}, ".onnx",
                                   lambda out: lean_onnx(simplified, out, weights, calib_dir / "images"))
     trt_cache = None
     if "fp16" in precisions:
