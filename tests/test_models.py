@@ -87,6 +87,12 @@ def test_every_parameter_gets_a_gradient(name):
     assert params_without_gradient(featherface.create_model(name), size=96) == []
 
 
+def test_a_parameter_outside_the_graph_is_reported():
+    model = featherface.create_model("retinaface-mnet0.25")
+    model.unused = torch.nn.Linear(3, 2)  # registered, never called by forward
+    assert params_without_gradient(model, size=64) == ["unused.weight", "unused.bias"]
+
+
 @pytest.mark.parametrize("name", featherface.list_models())
 def test_models_export_with_dynamic_batch_height_width(name, tmp_path):
     """Export-friendliness: one dynamic export must serve other batch sizes and odd spatial sizes."""

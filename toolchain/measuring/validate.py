@@ -42,12 +42,17 @@ def _check_forward(model: Detector, batch: int, size: int) -> tuple[bool, str]:
     return True, f"{anchors} anchors"
 
 
-def params_without_gradient(model: Detector, size: int = 128) -> list[str]:
-    """Names of trainable parameters that receive no (or an all-zero) gradient from a training-mode step."""
+def params_without_gradient(model: Detector, size: int = 128, steps: int = 3) -> list[str]:
+    """Names of trainable parameters that receive no (or an all-zero) gradient from ``steps`` training-mode steps.
+
+    Gradients are summed over several seeded inputs: with random weights a small gate (CBAM's channel MLP has a
+    few hidden ReLUs) can be dead for one input — a flaky all-zero gradient, not a disconnected parameter."""
     model.train()
     model.zero_grad()
-    loc, conf, landms = model(torch.randn(2, 3, size, size) * 50)
-    (loc.square().mean() + conf.square().mean() + landms.square().mean()).backward()
+    for step in range(steps):
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(step)) * 50
+        loc, conf, landms = model(x)
+        (loc.square().mean() + conf.square().mean() + landms.square().mean()).backward()
     model.eval()
     return [n for n, p in model.named_parameters()
             if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))]
