@@ -30,6 +30,11 @@ class LayerFit:
     error_after: float
 
 
+def weight_holder(layer: nn.Module) -> nn.Module:
+    """The module holding ``layer``'s weight (and bias): a deformable conv keeps them in its dense conv."""
+    return layer.regular_conv if isinstance(layer, DeformConv2d) else layer
+
+
 def _fitted(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, DeformConv2d)) or (isinstance(module, nn.Conv2d) and module.groups == 1)
 
@@ -204,8 +209,7 @@ def reconstruct(pruned: nn.Module, base: nn.Module, images: Tensor, kept: dict[s
         keep = kept.get(name, slice(None))
         target = targets.pop(name)[:, keep].double()
         inputs = _inputs(pruned, name, index, images, per_image, seed).double()
-        weight_layer = layer.regular_conv if isinstance(layer, DeformConv2d) else layer
-        base_layer = original.regular_conv if isinstance(original, DeformConv2d) else original
+        weight_layer, base_layer = weight_holder(layer), weight_holder(original)
         bias, bn = getattr(weight_layer, "bias", None), pruned_bn.get(layer)
         if bias is None and bn is None:  # nowhere to put the intercept; none here (every conv has one or the other)
             continue

@@ -82,7 +82,7 @@ def lint_model(model: onnx.ModelProto, target: Target) -> list[Violation]:
         add(GRAPH, "opset", f"opset {opset} is above the {gen.max_opset} this parser supports; "
                             "it imports newer-opset nodes with its older rules")
     for index, node in enumerate(model.graph.node):
-        name = node.name or (node.output[0] if node.output else f"#{index}")
+        name = _node_name(node, index)
         for message in _node_problems(node, gen, consts, types, producers):
             add(name, node.op_type, message)
         if target.dla_core is not None and node.op_type not in DLA and node.op_type != "Constant":
@@ -96,12 +96,16 @@ def lint_model(model: onnx.ModelProto, target: Target) -> list[Violation]:
     return found
 
 
+def _node_name(node: onnx.NodeProto, index: int) -> str:
+    return node.name or (node.output[0] if node.output else f"#{index}")
+
+
 def _onnxruntime_problems(model: onnx.ModelProto, version: str) -> list[Violation]:
     found = []
     for index, node in enumerate(model.graph.node):
         since = ONNXRUNTIME_OPS_SINCE.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if since and version_tuple(version) < version_tuple(since):
-            found.append(Violation(node.name or f"#{index}", node.op_type,
+            found.append(Violation(_node_name(node, index), node.op_type,
                                    f"no CPU kernel before ONNX Runtime {since}: raise min_runtime_version", version,
                                    runtime="ONNX Runtime"))
     return found

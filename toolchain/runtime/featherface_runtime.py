@@ -19,7 +19,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def disabled_optimizers(onnxruntime_version: str) -> List[str]:
     return ["Pad_Fusion"] if version_tuple(onnxruntime_version) < PAD_FUSION_FIXED else []
 
 
-def onnxruntime_session(model, options, providers: List[str]):
+def onnxruntime_session(model: Union[str, bytes], options, providers: List[str]):
     """An ONNX Runtime session (``model``: a path or serialized bytes) without this version's faulty rewrites."""
     import onnxruntime as ort
 

@@ -28,7 +28,7 @@ from featherface.flops import count_flops
 from featherface.heads import Detector, count_parameters
 from featherface.layers import SSH, ChannelGate, ChannelShuffle, DeformConv2d, SpatialGate
 from calibration.dataset import build_calibration_set
-from calibration.reconstruct import LayerFit, following_bn, input_variances, reconstruct
+from calibration.reconstruct import LayerFit, following_bn, input_variances, reconstruct, weight_holder
 from toolchain.building.artifacts import write_json, write_weights
 
 IMPORTANCE = {
@@ -103,7 +103,7 @@ class VarianceImportance(tp.importance.Importance):
                 continue
             if isinstance(layer, nn.Conv2d) and layer.groups != 1:  # depthwise: the channel goes with its output
                 continue
-            weight = (layer.regular_conv if isinstance(layer, DeformConv2d) else layer).weight
+            weight = weight_holder(layer).weight
             bn = self.bn.get(layer)
             if bn is not None:
                 weight = weight * (bn.weight / (bn.running_var + bn.eps).sqrt()).view(-1, 1, 1, 1)
@@ -114,9 +114,7 @@ class VarianceImportance(tp.importance.Importance):
 
 
 def _out_width(layer: nn.Module) -> int:
-    if isinstance(layer, DeformConv2d):
-        return layer.regular_conv.out_channels
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return layer.out_features if isinstance(layer, nn.Linear) else weight_holder(layer).out_channels
 
 
 SCOPES = ("body.stage2", "body.stage3", "bifpn", "ssh")  # what may be narrowed by default
