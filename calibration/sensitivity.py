@@ -3,6 +3,9 @@
 For every activation that the Q/DQ graph quantizes, the SQNR (dB) of the tensor before vs after its
 own Q/DQ pair says how much that one rounding step destroys; convolutions next to the noisiest
 tensors are the ones to keep in higher precision.
+
+The Q/DQ graph runs with exact int32 accumulation (``calibration.exact``), the semantics every INT8 verdict uses,
+so which layers stay FP32 does not depend on the CPU the graph is built on.
 """
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +17,7 @@ from onnxruntime.quantization.qdq_loss_debug import (collect_activations, comput
                                                       modify_model_output_intermediate_tensors)
 
 from calibration.dataset import CalibrationSet
+from calibration.exact import integer_exact
 from calibration.reader import CalibrationReader
 from toolchain.building.metadata import load_onnx
 
@@ -29,8 +33,10 @@ class TensorNoise:
 def tensor_noise(fp32_path: str | Path, qdq_path: str | Path, calib: CalibrationSet) -> list[TensorNoise]:
     """Noise of each quantized activation over ``calib``, noisiest (lowest local SQNR) first."""
     with tempfile.TemporaryDirectory(prefix="featherface-qdq-debug-") as tmp:
+        exact = Path(tmp) / "exact.onnx"
+        onnx.save(integer_exact(load_onnx(qdq_path), str(qdq_path)), str(exact))
         activations = {}
-        for name, path in (("fp32", fp32_path), ("qdq", qdq_path)):
+        for name, path in (("fp32", fp32_path), ("qdq", exact)):  # collect_activations: no graph rewrites
             augmented = Path(tmp) / f"{name}.onnx"
             modify_model_output_intermediate_tensors(str(path), str(augmented))
             activations[name] = collect_activations(str(augmented), CalibrationReader(calib))

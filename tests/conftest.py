@@ -50,3 +50,20 @@ def small_val(tmp_path_factory):
         os.symlink(path, target)
     os.symlink(VAL / "ground_truth", root / "ground_truth")
     return root
+
+
+@pytest.fixture(scope="session")
+def minmax(v1_onnx, tmp_path_factory):
+    """MinMax ranges over 8 calib images and the plain Q/DQ graph (stem and heads FP32, no noise rounds)."""
+    from toolchain.stages.calibrate import calibrate_onnx
+    from toolchain.stages.quantize import quantize_onnx
+
+    out = tmp_path_factory.mktemp("minmax")
+    report = calibrate_onnx(v1_onnx.path, CALIB / "images", out, "minmax", count=8, shape=(320, 320))
+    quantize_onnx(v1_onnx.path, report.cache, out / "int8.onnx", CALIB / "images", "s8", threshold_db=0)
+    return report, out / "int8.onnx"
+
+
+@pytest.fixture(scope="session")
+def minmax_int8(minmax):
+    return minmax[1]

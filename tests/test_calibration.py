@@ -20,15 +20,6 @@ from toolchain.stages.quantize import fp16_onnx, quantize_onnx
 from .conftest import CALIB
 
 
-@pytest.fixture(scope="module")
-def minmax(v1_onnx, tmp_path_factory):
-    """MinMax ranges over 8 calib images and the plain Q/DQ graph (stem and heads FP32, no noise rounds)."""
-    out = tmp_path_factory.mktemp("minmax")
-    report = calibrate_onnx(v1_onnx.path, CALIB / "images", out, "minmax", count=8, shape=(320, 320))
-    quantize_onnx(v1_onnx.path, report.cache, out / "int8.onnx", CALIB / "images", "s8", threshold_db=0)
-    return report, out / "int8.onnx"
-
-
 def quantized_fraction(model: onnx.ModelProto) -> float:
     """Share of Conv nodes whose weight comes through a DequantizeLinear."""
     producer = {out: node for node in model.graph.node for out in node.output}

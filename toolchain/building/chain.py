@@ -13,6 +13,7 @@ from typing import Callable
 import featherface
 from featherface.errors import ArtifactError
 from toolchain import __version__
+from calibration import exact as exact_module
 from toolchain.building.artifacts import sha256_file
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.stages.bundle import write_bundle
@@ -35,11 +36,17 @@ class BuildResult:
         files = self.manifest["files"]
         lines.append(f"bundle {self.bundle} ({self.manifest['kind']}, {self.manifest['precision']}):")
         lines += [f"  {name:<32}{entry['size'] / 1024:>9.1f} KiB" for name, entry in files.items()]
-        if self.manifest.get("accuracy"):
-            acc = self.manifest["accuracy"]
+        acc = self.manifest.get("accuracy") or {}
+        if acc.get("ap"):
             lines.append("  val AP " + "  ".join(f"{k} {acc['ap'][k]:.4f} ({acc['delta'][k]:+.4f})"
                                                   for k in ("easy", "medium", "hard"))
-                         + f"  vs FP32 ONNX, on {acc['images']} images")
+                         + f"  vs FP32 ONNX, on {acc['images']} images"
+                         + (" (exact int32 INT8)" if acc.get("int8_semantics") else ""))
+        if acc.get("host_kernels"):
+            own = acc["host_kernels"]
+            lines.append("  this CPU's INT8 kernels: ΔAP " + " / ".join(f"{own['delta'][k]:+.4f}"
+                                                                        for k in ("easy", "medium", "hard"))
+                         + f" ({own['cpu']['arch']}, {'exact' if own['cpu']['exact_int8'] else 'saturating'})")
         if self.manifest.get("note"):
             lines.append(f"  note: {self.manifest['note']}")
         return "\n".join(lines)
@@ -158,6 +165,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
             cache_file = calib / f"calib-{settings.method}.json"
             onnx["int8"] = steps.file(
                 "int8", {"onnx": sources["onnx_sha256"], "toolchain": __version__, "ranges": sha256_file(cache_file),
+                         "semantics": sha256_file(exact_module.__file__),  # the noise rounds' INT8 arithmetic
                          "activations": settings.activations, "threshold": settings.noise_threshold_db,
                          "shifts": list(settings.shifts)}, ".onnx",
                 lambda out: _quantize(simplified, cache_file, out, settings, images, echo))
@@ -186,7 +194,8 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
         echo(f"[engine] {target.name} ({target.runtime}, {precision})")
         engine = build_engine(target, precision, onnx, tmp, artifacts.trt_cache, threads)
         profile = {"min": target.profile.min, "opt": target.profile.opt, "max": target.profile.max}
-        accuracy = _accuracy(onnx, precision, engine.onnx, val_dir, profile, echo) if val_dir else None
+        accuracy = (_accuracy(onnx, precision, engine.onnx, val_dir, profile, echo, not target.is_tensorrt)
+                    if val_dir else None)
         if precision == "int8" and target.int8.shifts:
             accuracy = dict(accuracy or {}, **check_shifts(onnx, target, val_dir, allow_shift_miss, echo))
         meta = get_metadata(load_onnx(onnx['fp32']))
@@ -213,17 +222,21 @@ def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, 
 
 
 def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path, profile: dict,
-              echo: Echo) -> dict | None:
+              echo: Echo, host_kernels: bool = False) -> dict | None:
     """Val AP of the ONNX graph of ``precision`` (shipped as ``shipped``) vs the FP32 ONNX, in ONNX Runtime, at
     the images' own sizes and under the runtime's input policy for the target's ``profile``.
 
+    INT8 is measured with exact int32 accumulation (``calibration.exact``: TensorRT's, VNNI's and ARM's
+    arithmetic, the same on every build host). ``host_kernels`` also measures it with this CPU's own ONNX Runtime
+    kernels (what an ONNX Runtime bundle runs here), recorded with the CPU's features but never a verdict.
     For TensorRT FP16 that is the FP16 graph TensorRT 11 builds (TensorRT ≤ 10 lowers the FP32 graph with
     --fp16). An implicit-INT8 TensorRT build has no INT8 graph to measure, so nothing is claimed.
     """
     from toolchain.backends.inference import detect_in_profile
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.stages.engine import shipped_onnx
     from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
+    from toolchain.runtime.featherface_runtime import cpu_features
+    from toolchain.stages.engine import shipped_onnx
 
     if precision not in onnx:
         return None
@@ -232,25 +245,37 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
     runner = OnnxRuntimeRunner(graph)
     ap = evaluate_folder(runner, val_dir)
     ref = evaluate_folder(OnnxRuntimeRunner(onnx["fp32"]), val_dir) if graph != onnx["fp32"] else ap
-    result = {"ap": ap.ap, "delta": {k: ap.ap[k] - ref.ap[k] for k in ap.ap}, "reference": ref.ap,
+    result = {"ap": ap.ap, "delta": _delta(ap.ap, ref.ap), "reference": ref.ap,
               "images": ap.images, "graph": shipped, "backend": "onnxruntime-cpu"}
+    if runner.int8:
+        result["int8_semantics"] = "exact-int32"
     result["within_budget"] = all(result["delta"][k] >= BUDGET[k] for k in BUDGET)
     if not result["within_budget"]:
         echo(f"[accuracy] WARNING: {shipped} is outside the ΔAP budget on {val_dir}: "
              + " / ".join(f"{result['delta'][k]:+.4f}" for k in ("easy", "medium", "hard")))
     echo(f"[accuracy] {shipped} under the runtime's input policy (fitted into {profile['max']})")
     deployed = evaluate_detector(lambda image: detect_in_profile(runner, image, profile), val_dir)
-    result["deployed"] = {"ap": deployed.ap, "delta": {k: deployed.ap[k] - ref.ap[k] for k in ap.ap},
-                          "profile": profile}
+    result["deployed"] = {"ap": deployed.ap, "delta": _delta(deployed.ap, ref.ap), "profile": profile}
+    if runner.int8 and host_kernels:
+        cpu = cpu_features()
+        echo(f"[accuracy] {shipped} with this CPU's ONNX Runtime INT8 kernels ({cpu['arch']}: "
+             f"{' '.join(cpu['flags'])}; {'exact' if cpu['exact_int8'] else 'saturating'})")
+        own = evaluate_folder(OnnxRuntimeRunner(graph, int8="kernels"), val_dir)
+        result["host_kernels"] = {"ap": own.ap, "delta": _delta(own.ap, ref.ap), "cpu": cpu}
     if "int8-fp16" in onnx and precision == "int8":  # what TensorRT 11 builds: the float part in FP16
         typed = evaluate_folder(OnnxRuntimeRunner(onnx["int8-fp16"]), val_dir)
-        result["tensorrt11_graph"] = {"ap": typed.ap, "delta": {k: typed.ap[k] - ref.ap[k] for k in ap.ap}}
+        result["tensorrt11_graph"] = {"ap": typed.ap, "delta": _delta(typed.ap, ref.ap)}
     return result
 
 
+def _delta(ap: dict, reference: dict) -> dict:
+    return {k: ap[k] - reference[k] for k in ap}
+
+
 def check_shifts(onnx: dict[str, Path], target: Target, val_dir: Path | None, allow_miss: bool, echo: Echo) -> dict:
-    """The INT8 graph against the FP32 graph on each shift the target claims, both on the same shifted val
-    images (the FP32 graph equals PyTorch to the export tolerances). Raises on a miss unless ``allow_miss``."""
+    """The INT8 graph (exact int32 accumulation) against the FP32 graph on each shift the target claims, both on the
+    same shifted val images (the FP32 graph equals PyTorch to the export tolerances). Raises on a miss unless
+    ``allow_miss``."""
     from toolchain.backends.inference import detect_array
     from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
     from toolchain.measuring.robustness import shift_deltas
@@ -262,7 +287,7 @@ def check_shifts(onnx: dict[str, Path], target: Target, val_dir: Path | None, al
                                 "set: give --val (or --allow-shift-miss to ship unverified)")
         return {"shifts": None, "shift_override": "unverified"}
     echo(f"[shifts] INT8 vs FP32 on {val_dir} under {', '.join(shifts)}")
-    int8, fp32 = OnnxRuntimeRunner(onnx["int8"]), OnnxRuntimeRunner(onnx["fp32"])
+    int8, fp32 = OnnxRuntimeRunner(onnx["int8"], int8="exact"), OnnxRuntimeRunner(onnx["fp32"])
     result = shift_deltas(lambda image: detect_array(int8, image), lambda image: detect_array(fp32, image),
                           val_dir, shifts, echo=echo)
     missed = [s for s, r in result.items() if not r["within_budget"]]

@@ -18,6 +18,9 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
+import platform
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -27,6 +30,58 @@ OUTPUTS = ("loc", "conf", "landms")
 # Generations by TensorRT version: (first version, class name). tests/test_tensorrt_api.py walks each class
 # and checks that it calls only names its generations have (NVIDIA/TensorRT python/src at each tag).
 TENSORRT_IO = ((8, 2), "BindingIO"), ((8, 5), "TensorIO")
+
+
+# ONNX Runtime's x86 INT8 kernels (MLAS) multiply u8 × s8 with vpmaddubsw on AVX2 and AVX-512BW, which sums two
+# products in a saturating 16-bit lane; with AVX-512 VNNI or AVX-VNNI (vpdpbusd) and AMX (tdpbusd) they accumulate
+# in int32 exactly (onnxruntime/core/mlas/lib/platform.cpp, x86_64/QgemmU8X8KernelAvx2.S,
+# QgemmU8X8KernelAvx512Core.S, read at 1.30). aarch64 is exact: sdot/udot, or smull + sadalp, which wraps only
+# on (−128)·(−128) pairs that symmetric weights in [−127, 127] never form (QgemmS8S8KernelNeon.S).
+EXACT_INT8_X86 = ("avx512_vnni", "avx_vnni", "amx_int8")
+INT8_FLAGS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+CPU_FLAGS_ENV = "FEATHERFACE_CPU_FLAGS"  # space-separated flags that replace /proc/cpuinfo's (tests, what-ifs)
+EXACT_INT8_CPUS = "x86 with AVX-512 VNNI, AVX-VNNI or AMX, or ARM64"
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """Architecture, the flags that decide 8-bit dot products, and whether ONNX Runtime's INT8 kernels
+    accumulate exactly on this CPU (None: an architecture not known here)."""
+    arch = platform.machine().lower()
+    override = os.environ.get(CPU_FLAGS_ENV)
+    flags = set()
+    if override is not None:
+        flags = set(override.split())
+    else:
+        try:
+            with open(cpuinfo) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.strip() in ("flags", "Features"):
+                        flags = set(value.split())
+                        break
+        except OSError:
+            pass
+    if arch in ("aarch64", "arm64"):
+        exact = True
+    elif arch in ("x86_64", "amd64"):
+        exact = bool(flags & set(EXACT_INT8_X86))
+    else:
+        exact = None
+    return {"arch": arch, "flags": sorted(flags & set(INT8_FLAGS)), "exact_int8": exact}
+
+
+def int8_warning(manifest: dict, cpu: dict) -> Optional[str]:
+    """One line when an INT8 ONNX Runtime bundle, verified with exact int32 accumulation, runs on a CPU whose
+    kernels saturate instead; None when the bundle is not INT8 or this CPU computes what was verified."""
+    if manifest.get("runtime") != "onnxruntime" or manifest.get("precision") != "int8" or cpu["exact_int8"]:
+        return None
+    measured = (manifest.get("int8") or {}).get("saturating_kernels")
+    figure = (" (measured on such a CPU: ΔAP " + " / ".join("{:+.4f}".format(measured["delta"][k])
+                                                             for k in ("easy", "medium", "hard")) + ")"
+              if measured else "")
+    return ("INT8 bundle verified with exact int32 accumulation ({}); this CPU ({}, {}) saturates ONNX Runtime's "
+            "8-bit products, so its accuracy can fall below manifest.json's{}; the fp32 bundle is exact here"
+            .format(EXACT_INT8_CPUS, cpu["arch"], " ".join(cpu["flags"]) or "no 8-bit dot-product flags", figure))
 
 
 class BundleError(Exception):
@@ -125,12 +180,13 @@ def disabled_optimizers(onnxruntime_version: str) -> List[str]:
     return ["Pad_Fusion"] if version_tuple(onnxruntime_version) < PAD_FUSION_FIXED else []
 
 
-def onnxruntime_session(model: Union[str, bytes], options, providers: List[str]):
-    """An ONNX Runtime session (``model``: a path or serialized bytes) without this version's faulty rewrites."""
+def onnxruntime_session(model: Union[str, bytes], options, providers: List[str], extra_disabled=()):
+    """An ONNX Runtime session (``model``: a path or serialized bytes) without this version's faulty rewrites
+    (and without ``extra_disabled`` rules)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(model, options, providers=providers,
-                                disabled_optimizers=disabled_optimizers(ort.__version__) or None)
+    disabled = disabled_optimizers(ort.__version__) + list(extra_disabled)
+    return ort.InferenceSession(model, options, providers=providers, disabled_optimizers=disabled or None)
 
 
 class OnnxRuntimeModel:
@@ -444,7 +500,12 @@ class FaceDetector:
     def __init__(self, bundle, threads: Optional[int] = None) -> None:
         self.bundle = Path(bundle)
         self.manifest = load_manifest(self.bundle)
+        self.warnings = []
         if self.manifest.get("runtime") == "onnxruntime":
+            warning = int8_warning(self.manifest, cpu_features())
+            if warning:
+                self.warnings.append(warning)
+                print("warning: {}: {}".format(self.bundle, warning), file=sys.stderr)
             session = dict(self.manifest.get("session", {}))
             if threads:
                 session["intra_op_num_threads"] = threads

@@ -13,6 +13,7 @@ from toolchain import __version__
 from toolchain.building.artifacts import sha256_file, write_json
 from toolchain.stages.engine import EngineResult
 from toolchain.building.targets import Target, version_tuple
+from toolchain.runtime.featherface_runtime import EXACT_INT8_CPUS, cpu_features
 
 FORMAT = 1
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
@@ -57,6 +58,7 @@ def write_bundle(folder: Path, model: str, target: Target, precision: str, engin
         "dcn_lowering": onnx_metadata.get("dcn_lowering"), "opset": onnx_metadata.get("opset"),
         "sources": sources,
         "accuracy": accuracy,
+        "int8": int8_record(accuracy) if precision == "int8" else None,
         "versions": {"toolchain": __version__, "python": platform.python_version(),
                      "torch": onnx_metadata.get("torch_version"), "onnx": _version("onnx"),
                      "onnxruntime": _version("onnxruntime"), "tensorrt": _version("tensorrt"),
@@ -65,6 +67,18 @@ def write_bundle(folder: Path, model: str, target: Target, precision: str, engin
     }
     write_json(folder / "manifest.json", manifest)
     return manifest
+
+
+def int8_record(accuracy: dict | None) -> dict:
+    """How the INT8 figures were obtained: exact int32 accumulation (the verdict, valid on ``EXACT_INT8_CPUS`` and
+    TensorRT), the build host's CPU, and its own kernels' figure — which, from a saturating host, the runtime quotes
+    on CPUs that saturate too."""
+    own = (accuracy or {}).get("host_kernels")
+    record = {"semantics": "exact-int32", "exact_on": EXACT_INT8_CPUS, "build_host": cpu_features(),
+              "host_kernels": own}
+    if own and own["cpu"]["exact_int8"] is False:
+        record["saturating_kernels"] = own
+    return record
 
 
 def verify_bundle(folder: str | Path) -> list[str]:
