@@ -72,6 +72,9 @@ def calibrate(model_path: str | Path, calib: CalibrationSet, method: str, cache_
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress to stdout
             ranges = calibrator.compute_data()
         del calibrator
+    # ONNX Runtime collects the tensors in a set, whose order changes from one process to the next: sorted, the
+    # same ranges are the same bytes (and the INT8 step's cache key, a hash of this file, stays put).
+    ranges = TensorsData(ranges.calibration_method, dict(sorted(ranges.data.items())))
     cache_out = Path(cache_out)
     with atomic_output(cache_out) as tmp_path:
         save_tensors_data(ranges, tmp_path)

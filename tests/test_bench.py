@@ -50,6 +50,8 @@ def rows(v1_onnx, small_val):
         Stage("absent", "tensorrt", "fp16", skip),
         Stage("broken-file", "onnxruntime", "fp32", lambda: OnnxRuntimeRunner(small_val / "missing.onnx")),
         Stage("crash-batch8", "onnxruntime", "fp32", lambda: Crashing(v1_onnx.path, 1)),
+        Stage("accuracy-only", "onnxruntime", "fp32", lambda: OnnxRuntimeRunner(v1_onnx.path, 1), v1_onnx.path,
+              timed=False),
     ]
     return bench_model("featherface-v1", stages, small_val, ((320, 320),), runs=3, batch8_runs=1, echo=lambda m: None)
 
@@ -70,6 +72,14 @@ def test_a_broken_stage_is_visibly_broken(rows):
     perturbed = next(r for r in rows if r.name == "torch-perturbed")
     assert perturbed.status == "ok"
     assert perturbed.d_hard < -0.2 and perturbed.det_f1 < 0.5 and perturbed.cosine < 0.99
+
+
+def test_an_untimed_stage_has_accuracy_but_no_latency(rows):
+    row = next(r for r in rows if r.name == "accuracy-only")
+    onnx_row = next(r for r in rows if r.name == "onnx-fp32")
+    assert row.status == "ok" and row.easy == onnx_row.easy and row.det_f1 is not None
+    assert row.p50_ms is None and row.fps_batch8 is None and row.latency == {} and row.op_profile == []
+    assert onnx_row.p50_ms is not None
 
 
 def test_skipped_and_failed_stages_are_listed_with_reasons(rows):

@@ -92,6 +92,7 @@ def test_calibration_writes_matching_ort_and_trt_caches(minmax, v1_onnx):
     from calibration.quantize import read_ranges
 
     ranges = read_ranges(report.cache)
+    assert list(ranges.data) == sorted(ranges.data)  # the same ranges give the same bytes in any process
     _, trt_scales = read_trt_cache(report.trt_cache)
     assert trt_scales.keys() == ranges.data.keys()
     name = load_onnx(v1_onnx.path).graph.input[0].name
@@ -149,6 +150,9 @@ def test_noise_rounds_keep_more_layers_and_reduce_drift(minmax, v1_onnx, tmp_pat
     q = quantize_onnx(v1_onnx.path, report.cache, out, CALIB / "images", "s8", threshold_db=25, max_rounds=2)
     assert len(q.kept_fp32) > 10 and q.rounds and all(n.local_db < 25 for n in q.rounds[0])
     assert get_metadata(load_onnx(out))["kept_fp32"] == q.kept_fp32
+    again = quantize_onnx(v1_onnx.path, report.cache, tmp_path / "again.onnx", CALIB / "images", "s8",
+                          threshold_db=25, max_rounds=2)  # the same inputs give the same bytes
+    assert again.kept_fp32 == q.kept_fp32 and (tmp_path / "again.onnx").read_bytes() == out.read_bytes()
     batches = sample_batches(CALIB / "images", ((1, 640, 640),))
     ref = OnnxRuntimeRunner(v1_onnx.path)
     drift = {name: {d.output: d.max_abs for d in compare_runners(ref, OnnxRuntimeRunner(p), batches)[0].drift}

@@ -14,7 +14,8 @@ from torchvision.ops import box_iou
 from featherface.errors import ArtifactError
 from toolchain.backends.tensorrt_backend import build_config, build_script, tensorrt_missing, trtexec_argv
 from toolchain.building.chain import build_target
-from toolchain.stages.bundle import verify_bundle
+from toolchain.building.metadata import get_metadata, load_onnx
+from toolchain.stages.bundle import verify_bundle, write_bundle
 from toolchain.stages.engine import build_engine
 from toolchain.backends.onnxruntime_backend import session_options
 from toolchain.runtime.featherface_runtime import (BundleError, FaceDetector, check_engine_info, disabled_optimizers,
@@ -189,8 +190,15 @@ def test_tensorrt_kit_without_tensorrt(tmp_path, v1_onnx):
     calib = tmp_path / "calibrator"
     calib.mkdir()
     (tmp_path / "c.cache").write_text("TRT-8502-EntropyCalibration2\n")
-    build_engine(_calibrator_target(tmp_path), "int8", onnx, calib, tmp_path / "c.cache")
+    target = _calibrator_target(tmp_path)
+    kit = build_engine(target, "int8", onnx, calib, tmp_path / "c.cache")
     assert (calib / "calib.cache").is_file() and not (calib / "model.int8.onnx").exists()
+    write_bundle(calib, "featherface-v1", target, "int8", kit, get_metadata(load_onnx(v1_onnx.path)), {}, None)
+    (calib / "calib.device.cache").write_text("TRT-100300-EntropyCalibration2\n")  # what the board writes first
+    assert "TensorRT kit: engine not built yet" in verify_bundle(calib)[1]
+    (calib / "stray.txt").write_text("x")
+    with pytest.raises(ArtifactError, match="stray.txt: not listed in manifest.json"):
+        verify_bundle(calib)
 
 
 @pytest.mark.skipif(NO_TRT is not None, reason=f"TensorRT engine build needs tensorrt, cuda-python or pycuda, and a GPU: {NO_TRT}")

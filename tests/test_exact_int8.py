@@ -14,7 +14,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from calibration.dataset import build_calibration_set
 from calibration.exact import EXACT_LIMIT, exact_bound, integer_exact
+from calibration.sensitivity import tensor_noise
 from featherface.errors import ArtifactError
 from featherface.preprocess import preprocess
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner, exact_session, session_options
@@ -25,7 +27,7 @@ from toolchain.runtime.featherface_runtime import (CPU_FLAGS_ENV, FaceDetector, 
 from toolchain.stages.bundle import write_bundle
 from toolchain.stages.engine import build_engine
 
-from .conftest import ROOT, VAL
+from .conftest import CALIB, ROOT, VAL
 
 
 def quantize(x: np.ndarray, scale: np.float32, zero: int, dtype) -> np.ndarray:
@@ -270,3 +272,14 @@ def test_int8_cpu_bundle_records_its_semantics_and_warns_on_a_saturating_cpu(min
         assert detector.warnings and len(detector.detect(image)[0]) > 0  # it warns, and still runs
     monkeypatch.setenv(CPU_FLAGS_ENV, "avx2 avx512_vnni")
     assert FaceDetector(folder).warnings == [] and capsys.readouterr().err == ""
+
+
+def test_noise_rounds_measure_the_exact_semantics(minmax_int8, v1_onnx, tmp_path):
+    """The noise rounds judge the Q/DQ graph through the same exact int32 path as the AP verdicts: their readings on
+    the shipped graph equal those on its exact rewrite (which the rewrite leaves as it is)."""
+    calib = build_calibration_set(CALIB / "images", count=2, min_images=1, shape=(320, 320))
+    exact_path = tmp_path / "exact.onnx"
+    onnx.save(integer_exact(onnx.load(str(minmax_int8))), str(exact_path))
+    shipped = tensor_noise(v1_onnx.path, minmax_int8, calib)
+    assert shipped == tensor_noise(v1_onnx.path, exact_path, calib)
+    assert len(shipped) > 50 and all(np.isfinite(r.local_db) for r in shipped)

@@ -15,7 +15,7 @@ from torchvision.ops import box_iou
 
 from calibration.quantize import convert_fp16, index_math_nodes
 from featherface.errors import ArtifactError
-from toolchain.building.lint import errors, lint_model
+from toolchain.building.lint import errors, float_layers, lint_model, pinned_problems
 from toolchain.building.targets import describe_targets, load_target
 from toolchain.runtime.featherface_runtime import FaceDetector, fit_to_profile
 from toolchain.stages.opset import convert_opset, downgrade
@@ -89,7 +89,17 @@ def test_fp16_kit_for_xavier_pins_the_index_math_to_fp32(decomposed, tmp_path):
     result = build_engine(load_target("jetson-xavier"), "fp16", {"fp32": graph, "fp16": fp16}, tmp_path)
     config = json.loads((tmp_path / "build_config.json").read_text())
     assert result.kind == "tensorrt-build-kit"
-    assert config["tensorrt10"]["fp32_layers"] == index_math_nodes(onnx.load(str(graph)))
+    model = onnx.load(str(graph))
+    pinned, index_math = config["tensorrt10"]["fp32_layers"], index_math_nodes(model)
+    assert pinned == float_layers(model, index_math) and pinned_problems(model, pinned, "8.5") == []
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert {"Floor", "Mul", "Add"} <= {ops[n] for n in pinned}  # the float index math stays pinned
+    # the whole index-math list (the FP16 converter's block list) names comparisons, And and integer Casts:
+    # trtexec would apply FP32 to them with --precisionConstraints=obey and fail the build
+    flagged = pinned_problems(model, index_math, "8.5")
+    flagged_ops = {v.op for v in flagged}
+    assert {"And", "Cast"} <= flagged_ops and flagged_ops & {"Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
+    assert not set(pinned) & {v.node for v in flagged}
     script = (tmp_path / "build_engine.sh").read_text()
     assert "--precisionConstraints=obey" in script and "use_python=1" in script  # trtexec 8.2 cannot pin layers
 
@@ -161,3 +171,49 @@ def test_kit_without_an_engine_is_refused_by_the_runtime(tmp_path, v1_onnx):
                                                         "artifact": "model.engine", "files": {}}))
     with pytest.raises(BundleError, match="without an engine; run build_engine.sh"):
         FaceDetector(tmp_path)
+
+
+def test_kit_refuses_a_tensorrt_older_than_its_target_in_one_line(v1_onnx, tmp_path):
+    """Defect 6: the kit reads min_tensorrt (an Orin kit on TensorRT 8.5 failed deep in a parser log)."""
+    from toolchain.kit.build_engine import plan_for
+
+    build_engine(load_target("jetson-orin"), "fp16", {"fp32": v1_onnx.path, "fp16": v1_onnx.path}, tmp_path)
+    config = json.loads((tmp_path / "build_config.json").read_text())
+    with pytest.raises(RuntimeError, match=r"^TensorRT 8\.5\.2 here; target jetson-orin needs TensorRT >= 10\.3"):
+        plan_for(config, (8, 5, 2))
+    assert plan_for(config, (10, 3, 0))["onnx"] == "model.onnx"
+    script = (tmp_path / "build_engine.sh").read_text().splitlines()
+    check = script.index(next(line for line in script if line.startswith("python3 build_engine.py --check")))
+    assert check < script.index(next(line for line in script if line.startswith("if ")))  # before any build
+
+
+def test_trtexec_builds_without_benchmarking_in_each_generation():
+    from toolchain.backends.tensorrt_backend import build_config, trtexec_argv
+
+    config = build_config(load_target("jetson-orin"), "fp16", {"fp32": "model.onnx", "fp16": "model.fp16.onnx"})
+    assert "--skipInference" in trtexec_argv(config, (10, 3)) and "--buildOnly" not in trtexec_argv(config, (10, 3))
+    for version in ((8, 4), (8, 5), (8, 6), (9, 3)):
+        assert "--buildOnly" in trtexec_argv(config, version) and "--skipInference" not in trtexec_argv(config, version)
+
+
+class _FakeDataType:
+    """Stands in for a ``tensorrt.DataType`` member: its str is 'DataType.NAME' like pybind11's enums."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"DataType.{self.name}"
+
+
+def test_runtime_maps_tensorrt_types_to_numpy_itself():
+    """Defect 4: trt.nptype on TensorRT 8.5.2 touches np.bool, gone in numpy 1.24."""
+    from toolchain.runtime.featherface_runtime import BundleError, numpy_dtype
+
+    assert numpy_dtype(_FakeDataType("FLOAT")) == np.float32 and numpy_dtype(_FakeDataType("HALF")) == np.float16
+    assert numpy_dtype(_FakeDataType("BOOL")) == np.bool_ and numpy_dtype(_FakeDataType("INT64")) == np.int64
+    with pytest.raises(BundleError, match="BF16 has no numpy equivalent"):
+        numpy_dtype(_FakeDataType("BF16"))
+    source = (__import__("pathlib").Path(__file__).parent.parent / "toolchain" / "runtime"
+              / "featherface_runtime.py").read_text()
+    assert "trt.nptype(" not in source

@@ -172,6 +172,30 @@ def test_fp16_range(target):
         assert [v.op for v in found] == ["Range"] and "2048" in found[0].message
 
 
+def _range(start_type: int, dynamic_limit: bool) -> onnx.ModelProto:
+    """Range(0, limit, 1) whose limit is the input's length (a Shape → Gather) or a constant."""
+    cast = {TensorProto.FLOAT: np.float32, TensorProto.INT64: np.int64}[start_type]
+    inits = [init("start", cast(0)), init("delta", cast(1)), init("zero", np.int64(0))]
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0)]
+    if start_type == TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["n"], ["n_typed"], to=TensorProto.FLOAT))
+    else:
+        nodes.append(helper.make_node("Identity", ["n"], ["n_typed"]))
+    if not dynamic_limit:
+        nodes, inits = [], [*inits, init("n_typed", cast(16))]
+    nodes.append(helper.make_node("Range", ["start", "n_typed", "delta"], ["y"], name="range"))
+    return model(nodes, [tensor("x", TensorProto.FLOAT, ["n"])], [tensor("y", start_type, ["m"])], inits)
+
+
+@pytest.mark.parametrize("version", sorted(TABLES))
+def test_float_range_with_a_dynamic_limit(target, version):
+    """TensorRT 8.2's Range importer takes FLOAT only when start, limit and delta are all initializers."""
+    found = only(lint_model(_range(TensorProto.FLOAT, True), target(version)), "Range")
+    assert (len(found) == 1 and "INT32" in found[0].message) == (version == "8.2")
+    assert not only(lint_model(_range(TensorProto.FLOAT, False), target(version)), "Range")
+    assert not only(lint_model(_range(TensorProto.INT64, True), target(version)), "Range")
+
+
 def test_cast_fp16_to_int64(target):
     node = helper.make_node("Cast", ["x"], ["y"], name="index", to=TensorProto.INT64)
     m = model([node], [tensor("x", TensorProto.FLOAT16, [16])], [tensor("y", TensorProto.INT64, [16])])
@@ -297,7 +321,8 @@ def test_python_api_facts():
 
 def test_tables_cite_every_fact():
     facts = {"max_opset", "onnx_ops", "reduce_axes_input", "dq_input_types", "deform_conv", "registers_plugins",
-             "split_num_outputs", "pad_axes_input", "resize_opset18_attributes", "fp16_range", "python_api"}
+             "split_num_outputs", "pad_axes_input", "resize_opset18_attributes", "fp16_range", "range_dynamic_float",
+             "python_api"}
     for key, gen in TABLES.items():
         assert gen.name == key and facts <= set(gen.sources), key
         assert all("@" in src for src in gen.sources.values())

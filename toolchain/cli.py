@@ -550,7 +550,8 @@ def _frontier_entry(text: str) -> tuple[str, Path | None]:
 @click.option("--data", type=click.Path(path_type=Path), help="WIDER folder (default: the shared val set).")
 @click.option("--stages", default=None, help="Comma-separated subset of: " + ", ".join(
     ["torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
-     "tensorrt-fp16", "tensorrt-int8"]) + " (the reference torch-fp32 always runs).")
+     "onnx-int8-exact", "tensorrt-fp16", "tensorrt-int8"]) + " (the reference torch-fp32 always runs; onnx-int8 runs "
+    "this CPU's INT8 kernels, onnx-int8-exact the same graph with exact int32 accumulation, as TensorRT: AP only).")
 @click.option("--target", default="cpu", show_default=True,
               help="Target whose INT8 settings the INT8 stage uses and whose shipped graph is the cpu-target row.")
 @click.option("--sizes", default="640,320", show_default=True, help="Square input sizes for latency.")

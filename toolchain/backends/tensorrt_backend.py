@@ -124,6 +124,10 @@ def trtexec_argv(config: dict, version: tuple[int, ...]) -> list[str]:
         argv += [f"--layerPrecisions={layers}", f"--layerOutputTypes={layers}", "--precisionConstraints=obey"]
     if plan.get("calibration_cache"):
         argv.append(f"--calib={DEVICE_CACHE}")  # the shipped cache re-headed for the device's TensorRT
+    # Build only, no benchmark after it: --buildOnly up to 9.x (8.6 deprecates it for --skipInference), only
+    # --skipInference from 10.0 (NVIDIA/TensorRT@8.5.2 samples/common/sampleOptions.cpp:849,
+    # @v8.6.1 :964-968, @v10.3.0 :1259).
+    argv.append("--skipInference" if version >= (10,) else "--buildOnly")
     if config["dla_core"] is not None:
         argv.append(f"--useDLACore={config['dla_core']}")
         if config["gpu_fallback"]:
@@ -154,6 +158,7 @@ def build_script(config: dict) -> str:
         'TRT_VERSION=$((TRT_MAJOR * 100 + TRT_MINOR))',
         'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
         'use_python=0',
+        "python3 build_engine.py --check  # this TensorRT against the kit's min_tensorrt, one line if not",
     ]
     keyword = "if"
     for test, version in SCRIPT_GENERATIONS:

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy
+import onnx
+import onnxruntime
+
 import featherface
 from featherface.errors import ArtifactError
 from toolchain import __version__
@@ -22,6 +26,9 @@ from toolchain.building.targets import Target
 from toolchain.measuring.robustness import BUDGET
 
 Echo = Callable[[str], None]
+# What INT8 ranges and graphs still depend on besides their inputs: the libraries that compute them. Not the CPU —
+# calibration and the exact-semantics noise rounds give the same bits on AVX2 and AVX-512 VNNI hosts (tests).
+STACK = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": numpy.__version__}
 
 
 @dataclass
@@ -145,6 +152,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         settings = target.int8
         images = calib_dir / "images"
         calib_parts = {"onnx": sources["onnx_sha256"], "method": settings.method, "count": settings.images,
+                       "stack": STACK,
                        "symmetric": settings.activations == "s8", "trt": target.min_runtime_version,
                        "images": sorted((p.relative_to(images).as_posix(), sha256_file(p))
                                         for p in images.rglob("*") if p.is_file())}
@@ -166,6 +174,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
             onnx["int8"] = steps.file(
                 "int8", {"onnx": sources["onnx_sha256"], "toolchain": __version__, "ranges": sha256_file(cache_file),
                          "semantics": sha256_file(exact_module.__file__),  # the noise rounds' INT8 arithmetic
+                         "stack": STACK,
                          "activations": settings.activations, "threshold": settings.noise_threshold_db,
                          "shifts": list(settings.shifts)}, ".onnx",
                 lambda out: _quantize(simplified, cache_file, out, settings, images, echo))

@@ -140,6 +140,10 @@ def _node_problems(node: onnx.NodeProto, gen: Generation, consts: dict[str, np.n
                        f"{', '.join(sorted(gen.dq_input_types))}{hint}")
     if op == "Range" and not gen.fp16_range and any(types.get(i) == TensorProto.FLOAT16 for i in inputs):
         out.append(f"FLOAT16 Range is rejected by the importer; {_FP16_INDEX}")
+    elif (op == "Range" and not gen.range_dynamic_float and types.get(inputs[0]) == TensorProto.FLOAT
+          and not all(i in consts for i in inputs)):
+        out.append("FLOAT Range with inputs that are not all initializers: this parser imports a dynamic Range "
+                   "only in INT32; build it from integers and Cast")
     if op == "Cast" and attrs.get("to") in _INTEGER_TYPES and types.get(inputs[0]) == TensorProto.FLOAT16:
         out.append(f"casts FLOAT16 to {TensorProto.DataType.Name(attrs['to'])}: {_FP16_INDEX}")
     if op == "Split" and "num_outputs" in attrs and not gen.split_num_outputs:
@@ -153,6 +157,29 @@ def _node_problems(node: onnx.NodeProto, gen: Generation, consts: dict[str, np.n
         if ignored:
             out.append(f"{', '.join(ignored)} (opset 18) silently ignored by this parser")
     return out
+
+
+def float_layers(model: onnx.ModelProto, names: list[str]) -> list[str]:
+    """The nodes of ``names`` whose inputs and outputs are all FLOAT by ONNX type inference (in graph order).
+
+    TensorRT's layer precision is a float precision: trtexec applies named ``--layerPrecisions`` /
+    ``--layerOutputTypes`` entries without the guard that skips INT32/BOOL and shape-tensor layers for ``*``
+    (NVIDIA/TensorRT@8.5.2 samples/common/sampleEngines.cpp:441-480, unchanged at v8.6.1; exact names unguarded at
+    v10.3.0 :455-459), and under ``--precisionConstraints=obey`` an integer or boolean layer pinned to FP32 fails the
+    build. A tensor whose type inference cannot tell is not float."""
+    wanted, types = set(names), _graph_facts(model)[1]
+    return [n.name for n in model.graph.node if n.name in wanted
+            and all(types.get(t) == TensorProto.FLOAT for t in (*[i for i in n.input if i], *n.output))]
+
+
+def pinned_problems(model: onnx.ModelProto, names: list[str], version: str) -> list[Violation]:
+    """Layers a kit pins to FP32 that are not float in and float out (see ``float_layers``)."""
+    allowed = set(float_layers(model, names))
+    by_name = {n.name: n for n in model.graph.node}
+    return [Violation(name, by_name[name].op_type if name in by_name else "?",
+                      "pinned to FP32 but not float in and float out (or not in the graph): an FP32 precision "
+                      "constraint on it fails the build", version)
+            for name in names if name not in allowed]
 
 
 def _graph_facts(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, str]]:

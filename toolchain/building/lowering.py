@@ -21,6 +21,13 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _arange(n, like: Tensor) -> Tensor:
+    """0 … n−1 in ``like``'s float type, counted in integers: TensorRT 8.2 imports a Range whose limit is not an
+    initializer only in INT32 (INT64 arrives narrowed), not in FLOAT (onnx/onnx-tensorrt@e9456d57,
+    builtin_op_importers.cpp:3341-3351; the lint's ``range_dynamic_float``)."""
+    return torch.arange(n, dtype=torch.int64, device=like.device).to(like.dtype)
+
+
 def deform_conv2d_decomposed(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
                              stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask: Tensor | None = None) -> Tensor:
     """``torchvision.ops.deform_conv2d`` (one offset group, ``groups=1``) from standard ops.
@@ -36,10 +43,9 @@ def deform_conv2d_decomposed(input: Tensor, offset: Tensor, weight: Tensor, bias
     out_h, out_w = offset.shape[-2], offset.shape[-1]
 
     # Sampling positions: output grid × kernel taps + learned offsets (torchvision layout: y, x per tap).
-    ky, kx = torch.meshgrid(torch.arange(kh, dtype=input.dtype, device=input.device) * dh,
-                            torch.arange(kw, dtype=input.dtype, device=input.device) * dw, indexing="ij")
-    base_y = torch.arange(out_h, dtype=input.dtype, device=input.device) * sh - ph
-    base_x = torch.arange(out_w, dtype=input.dtype, device=input.device) * sw - pw
+    ky, kx = torch.meshgrid(_arange(kh, input) * dh, _arange(kw, input) * dw, indexing="ij")
+    base_y = _arange(out_h, input) * sh - ph
+    base_x = _arange(out_w, input) * sw - pw
     off = offset.unflatten(1, (taps, 2))
     y = base_y[None, None, :, None] + ky.reshape(1, taps, 1, 1) + off[:, :, 0]  # (N, K, Ho, Wo)
     x = base_x[None, None, None, :] + kx.reshape(1, taps, 1, 1) + off[:, :, 1]

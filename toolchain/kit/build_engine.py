@@ -3,6 +3,7 @@
     python3 build_engine.py [--config build_config.json]      # build with TensorRT's Python API
     python3 build_engine.py --prepare-cache                    # only write calib.device.cache (for trtexec)
     python3 build_engine.py --record-info                      # only write engine_info.json (after trtexec)
+    python3 build_engine.py --check                            # only check this TensorRT against the kit
 
 Reads ``build_config.json`` (written by the FeatherFace toolchain): the ONNX to parse, the optimisation
 profile, workspace, DLA settings and how precision is set for each TensorRT generation. TensorRT 11 builds
@@ -55,6 +56,12 @@ def trt_version_tag(version: str) -> str:
 
 
 def plan_for(config: dict, version: tuple) -> dict:
+    """The build plan for TensorRT ``version``, after checking it is one the kit's target promises."""
+    minimum = config.get("min_tensorrt")
+    if minimum and version < version_tuple(minimum):
+        raise RuntimeError("TensorRT {} here; target {} needs TensorRT >= {} (another JetPack, or a kit built for "
+                           "this board's target)".format(".".join(str(v) for v in version), config["target"],
+                                                          minimum))
     plan = config["tensorrt11"] if version[0] >= 11 else config["tensorrt10"]
     if plan is None:
         raise RuntimeError("this target needs TensorRT < 11 (it uses a calibrator)")
@@ -188,6 +195,8 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--record-info", action="store_true",
                        help="only write engine_info.json for an engine built by build_engine.sh (trtexec)")
+    group.add_argument("--check", action="store_true",
+                       help="only check that this TensorRT is one the kit's target takes")
     group.add_argument("--prepare-cache", action="store_true",
                        help="only write {} with this TensorRT's header (for trtexec --calib)".format(DEVICE_CACHE))
     args = parser.parse_args()
@@ -195,6 +204,11 @@ def main() -> int:
     try:
         config = json.loads(config_path.read_text())
         root = config_path.parent
+        if args.check:
+            import tensorrt as trt
+
+            plan_for(config, version_tuple(trt.__version__))
+            return 0
         if args.prepare_cache:
             import tensorrt as trt
 

@@ -25,9 +25,10 @@ from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
 from toolchain.measuring.robustness import BUDGET, compare_shift, evaluate_shift
 from toolchain.backends.inference import detect_array
 from toolchain.measuring.timing import LatencyStats, interleaved_latency
+from toolchain.runtime.featherface_runtime import cpu_features
 
 STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
-          "tensorrt-fp16", "tensorrt-int8")
+          "onnx-int8-exact", "tensorrt-fp16", "tensorrt-int8")
 SETTINGS = ("easy", "medium", "hard")
 
 AGREEMENT = PostprocessConfig(score_threshold=0.5)
@@ -49,6 +50,7 @@ class Stage:
     make: Callable[[], object]  # raises Skip when the stage cannot run here
     file: Path | None = None
     peer: bool = False
+    timed: bool = True  # False: accuracy only (a semantics proxy whose speed means nothing)
 
 
 @dataclass
@@ -141,12 +143,12 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
     from toolchain.backends.tensorrt_backend import TensorRTRunner, tensorrt_missing
     from toolchain.backends.torch_backend import TorchRunner
 
-    def onnx(key: str) -> Callable[[], Runner]:
+    def onnx(key: str, int8: str = "kernels") -> Callable[[], Runner]:
         def make() -> Runner:
             path = artifacts.exported if key == "exported" else artifacts.onnx.get(key)
             if path is None:
                 raise Skip(f"no {key} ONNX was built")
-            return OnnxRuntimeRunner(path, threads, spin=False)
+            return OnnxRuntimeRunner(path, threads, spin=False, int8=int8)
         return make
 
     def tensorrt(precision: str) -> Callable[[], Runner]:
@@ -175,7 +177,7 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             raise Skip("the --target is not an ONNX Runtime target")
         if default_graph is None:
             raise Skip(f"no {target.default_precision} ONNX was built")
-        return OnnxRuntimeRunner(default_graph, threads, spin=False)
+        return OnnxRuntimeRunner(default_graph, threads, spin=False, int8="kernels")
     return [
         Stage("torch-fp32", "torch", "fp32", lambda: TorchRunner(featherface.load_model(model, weights)), weights),
         Stage("torch-cuda-fp16", "torch", "fp16", _gpu_stage(lambda: TorchRunner(
@@ -184,7 +186,11 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
         Stage("onnx-simplified", "onnxruntime", "fp32", onnx("fp32"), artifacts.onnx["fp32"]),
         Stage("cpu-target", "onnxruntime", target.default_precision if target else "fp32", shipped, default_graph),
         Stage("onnx-fp16", "onnxruntime", "fp16", onnx("fp16"), artifacts.onnx.get("fp16")),
+        # ONNX Runtime's INT8 kernels of this CPU (what a cpu bundle runs here: AP and speed depend on the CPU), and
+        # the same graph with exact int32 accumulation (TensorRT's, VNNI's and ARM's arithmetic: the verdicts' AP).
         Stage("onnx-int8", "onnxruntime", "int8", onnx("int8"), artifacts.onnx.get("int8")),
+        Stage("onnx-int8-exact", "onnxruntime", "int8", onnx("int8", "exact"), artifacts.onnx.get("int8"),
+              timed=False),
         Stage("tensorrt-fp16", "tensorrt", "fp16", tensorrt("fp16")),
         Stage("tensorrt-int8", "tensorrt", "int8", tensorrt("int8")),
     ]
@@ -219,8 +225,8 @@ def frontier_stages(entries: list[tuple[str, Path | None]], artifacts: list, thr
     for i, ((model, _), built) in enumerate(zip(entries, artifacts)):
         graph = shipped_onnx(built.onnx, target.default_precision)
         label = model_dir(model)
-        make = ((lambda g=graph: OnnxRuntimeRunner(g, threads, spin=False)) if i == 0 else
-                (lambda g=graph: ModelPeer(OnnxRuntimeRunner(g, threads, spin=False))))
+        make = ((lambda g=graph: OnnxRuntimeRunner(g, threads, spin=False, int8="kernels")) if i == 0 else
+                (lambda g=graph: ModelPeer(OnnxRuntimeRunner(g, threads, spin=False, int8="kernels"))))
         stages.append(Stage("cpu-target" if i == 0 else f"peer-{label} cpu-target", "onnxruntime",
                             target.default_precision, make, graph, peer=i > 0))
     return stages
@@ -291,8 +297,9 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
                 row.max_abs_diff = max(d.max_abs for c in comparisons for d in c.drift)
                 row.cosine = min(d.cosine for c in comparisons for d in c.drift)
                 row.det_f1 = float(np.mean([c.det_f1 for c in comparisons]))
-                timed[stage.name] = ((lambda images, batch, r=runner: [detect_array(r, image) for image in images])
-                                     if full_detect else (lambda images, batch, r=runner: r.infer(batch)))
+                if stage.timed:
+                    timed[stage.name] = ((lambda images, batch, r=runner: [detect_array(r, image) for image in images])
+                                         if full_detect else (lambda images, batch, r=runner: r.infer(batch)))
         except Skip as exc:
             row.status, row.skipped_reason = "skipped", str(exc)
             echo(f"[{model}] {stage.name}: skipped ({exc})")
@@ -308,7 +315,7 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
 
         for stage in stages:
             row = by_name[stage.name]
-            if stage.backend == "onnxruntime" and row.status == "ok" and stage.file:
+            if stage.backend == "onnxruntime" and row.status == "ok" and stage.file and stage.timed:
                 echo(f"[{model}] {stage.name}: ONNX Runtime profile at {sizes[0][0]}x{sizes[0][1]}")
                 report = profile_onnx(stage.file, sizes[0], threads=threads, runs=profile_runs, warmup=3)
                 row.op_profile = report.as_json()["op_types"]
@@ -355,10 +362,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def int8_kernels(cpu: dict) -> str:
+    """How ONNX Runtime's INT8 kernels add up here, for the report header: 'exact (avx2 avx512_vnni)'."""
+    kind = {True: "exact", False: "saturating", None: "unknown"}[cpu["exact_int8"]]
+    return f"{kind} ({' '.join(cpu['flags']) or 'no 8-bit dot-product flags'})"
+
+
 def environment(threads: int) -> dict:
     import onnxruntime
 
     return {"threads": threads, "cpu": cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(),
+            "int8_kernels": int8_kernels(cpu_features()),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

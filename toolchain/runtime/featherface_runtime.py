@@ -127,7 +127,7 @@ def decode(loc: np.ndarray, landms: np.ndarray, priors: np.ndarray, variances) -
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy NMS on score-sorted input (indices into ``boxes``), IoU with continuous areas like torchvision."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores, kind="mergesort")  # stable; "stable" needs numpy >= 1.15
     keep = []
     while order.size:
         i = order[0]
@@ -335,6 +335,21 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(out)
 
 
+# TensorRT data types by name → numpy. Not trt.nptype: TensorRT 8.5.1/8.5.2 map BOOL to np.bool, which numpy 1.24
+# removed, so the call raises AttributeError on JetPack 5 with a current numpy (NVIDIA/TensorRT@8.5.2
+# python/packaging/tensorrt/__init__.py:166; np.bool_ from 8.5.3).
+TRT_NUMPY = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+             "BOOL": "bool", "UINT8": "uint8", "BF16": None, "FP8": None, "INT4": None}
+
+
+def numpy_dtype(trt_dtype) -> np.dtype:
+    """The numpy dtype of a ``tensorrt.DataType`` (its enum name), or a BundleError for a type numpy lacks."""
+    name = str(trt_dtype).rsplit(".", 1)[-1]
+    if TRT_NUMPY.get(name) is None:
+        raise BundleError("TensorRT tensor type {} has no numpy equivalent".format(name))
+    return np.dtype(TRT_NUMPY[name])
+
+
 class BindingIO:
     """TensorRT 8.2 (JetPack 4.6): bindings by index, ``set_binding_shape``, ``execute_async_v2``."""
 
@@ -343,7 +358,7 @@ class BindingIO:
         self.input = next(i for i in range(engine.num_bindings) if engine.binding_is_input(i))
         self.name = engine.get_binding_name(self.input)
         self.outputs = [engine.get_binding_index(name) for name in OUTPUTS]
-        self.dtypes = {i: np.dtype(trt.nptype(engine.get_binding_dtype(i))) for i in range(engine.num_bindings)}
+        self.dtypes = {i: numpy_dtype(engine.get_binding_dtype(i)) for i in range(engine.num_bindings)}
         self.profile = {k: tuple(s) for k, s in zip(("min", "opt", "max"), engine.get_profile_shape(0, self.input))}
 
     def set_shape(self, shape: tuple) -> Dict[str, tuple]:
@@ -370,7 +385,7 @@ class TensorIO:
         self.engine, self.context = engine, context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.dtypes = {n: numpy_dtype(engine.get_tensor_dtype(n)) for n in names}
         shapes = engine.get_tensor_profile_shape(self.name, 0)
         self.profile = {k: tuple(s) for k, s in zip(("min", "opt", "max"), shapes)}
 
@@ -537,6 +552,6 @@ class FaceDetector:
         boxes, points = boxes * np.tile(size, 2), points * np.tile(size, 5)
         scores = conf[0, :, 1]
         idx = np.nonzero(scores > score_threshold)[0]
-        idx = idx[np.argsort(-scores[idx], kind="stable")][: self.defaults["top_k"]]
+        idx = idx[np.argsort(-scores[idx], kind="mergesort")][: self.defaults["top_k"]]
         keep = idx[nms(boxes[idx], scores[idx], nms_threshold)][: self.defaults["keep_top_k"]]
         return boxes[keep], scores[keep], points[keep]

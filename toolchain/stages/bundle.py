@@ -13,13 +13,14 @@ from toolchain import __version__
 from toolchain.building.artifacts import sha256_file, write_json
 from toolchain.stages.engine import EngineResult
 from toolchain.building.targets import Target, version_tuple
+from toolchain.kit.build_engine import DEVICE_CACHE
 from toolchain.runtime.featherface_runtime import EXACT_INT8_CPUS, cpu_features
 
 FORMAT = 1
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 RUNTIME_FILES = ("featherface_runtime.py", "detect_folder.py", "bench_engine.py", "requirements.txt")
 # Written on the device by a kit's build_engine.sh; checked through engine_info.json instead.
-DEVICE_BUILT = ("model.engine", "engine_info.json", "timing.cache")
+DEVICE_BUILT = ("model.engine", "engine_info.json", "timing.cache", DEVICE_CACHE)
 
 
 def _version(package: str) -> str | None:

@@ -13,7 +13,7 @@ from toolchain.building.artifacts import write_json, write_text
 from calibration.quantize import index_math_nodes
 from featherface.errors import ArtifactError
 from toolchain.backends.tensorrt_backend import ENGINE, build_config, build_script, host_builds
-from toolchain.building.lint import errors, lint_file
+from toolchain.building.lint import errors, float_layers, lint_file
 from toolchain.building.metadata import load_onnx
 from toolchain.building.targets import Target
 
@@ -42,7 +42,8 @@ def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir:
         check_lint(graph, target)
         shutil.copyfile(graph, out_dir / "model.onnx")
         return EngineResult("onnxruntime-model", "model.onnx", "model.onnx", cpu_session(threads))
-    fp32_layers = index_math_nodes(load_onnx(onnx["fp32"])) if precision != "fp32" else None
+    source = load_onnx(onnx["fp32"])
+    fp32_layers = float_layers(source, index_math_nodes(source)) if precision != "fp32" else None
     present = {key: name for key, name in KIT_ONNX.items() if key in onnx}
     config = build_config(target, precision, present, "calib.cache" if trt_cache else None, fp32_layers)
     needed = {plan["onnx"] for plan in (config["tensorrt10"], config["tensorrt11"]) if plan}
