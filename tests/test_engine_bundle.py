@@ -184,7 +184,8 @@ def test_tensorrt_kit_without_tensorrt(tmp_path, v1_onnx):
     result = build_engine(load_target("jetson-orin"), "fp16", onnx, tmp_path)
     assert result.kind == "tensorrt-build-kit" and NO_TRT in result.note
     assert {p.name for p in tmp_path.iterdir()} == {"model.onnx", "model.fp16.onnx", "build_config.json",
-                                                    "build_engine.py", "build_engine.sh"}
+                                                    "build_engine.py", "build_engine.sh", "INSTALL.txt"}
+    assert "cuda-python>=12.6,<12.7" in (tmp_path / "INSTALL.txt").read_text()  # Orin: JetPack 6.1+ only
     config = json.loads((tmp_path / "build_config.json").read_text())
     assert config["tensorrt10"]["builder_flags"] == ["FP16"] and config["profile"]["opt"] == [1, 3, 640, 640]
     calib = tmp_path / "calibrator"

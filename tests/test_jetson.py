@@ -217,3 +217,66 @@ def test_runtime_maps_tensorrt_types_to_numpy_itself():
     source = (__import__("pathlib").Path(__file__).parent.parent / "toolchain" / "runtime"
               / "featherface_runtime.py").read_text()
     assert "trt.nptype(" not in source
+
+
+def test_install_lines_per_jetpack_pin_the_cuda_binding_the_driver_runs():
+    from toolchain.runtime.featherface_runtime import install_lines, jetpack_for
+
+    nano = "\n".join(install_lines("8.2"))
+    assert "JetPack 4.6.1" in nano and "pycuda" in nano and "cuda-python>=11.5,<=11.8.2" in nano  # 4.6.1 and 5.1
+    assert "opencv" not in nano.replace("OpenCV", "")  # JetPack's own OpenCV: never pip-installed on the board
+    orin = "\n".join(install_lines("10.3"))
+    assert "JetPack 6.1" in orin and "JetPack 5.1" not in orin and "JetPack 6.0" not in orin
+    assert jetpack_for((32, 7, 1))["jetpack"] == "4.6.1" and jetpack_for((35, 4, 1))["cuda"] == "11.4"
+    assert jetpack_for((36, 3, 0))["tensorrt"] == "8.6.2" and jetpack_for((36, 4, 3))["jetpack"] == "6.1"
+    assert jetpack_for((32, 6, 1)) is None  # JetPack 4.6 (TensorRT 8.0): older than every kit
+
+
+def test_numpy_older_than_jetpack_46_is_one_line():
+    from toolchain.runtime.featherface_runtime import BundleError, check_numpy
+
+    check_numpy("1.13.3")
+    with pytest.raises(BundleError, match=r"^numpy 1\.12\.1 is older than 1\.13"):
+        check_numpy("1.12.1")
+
+
+FAKE_CUDA_PYTHON = """
+class _Error(int):
+    def __str__(self):
+        return "cudaErrorInsufficientDriver"
+
+class cudaMemcpyKind:
+    cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+def cudaStreamCreate():  # a CUDA 12.6 runtime on a CUDA 11.4 driver: the first call fails
+    return (_Error(35), None)
+"""
+FAKE_PYCUDA_DRIVER = """
+class Stream:
+    handle = 7
+
+    def synchronize(self):
+        pass
+"""
+
+
+def test_cuda_python_that_the_driver_cannot_run_falls_back_to_pycuda(tmp_path, monkeypatch):
+    """Defect 3: an unpinned cuda-python newer than the board's driver; the runtime uses pycuda instead. These
+    stand-ins are files on sys.path (no CUDA here), shaped like the two packages' own modules."""
+    from toolchain.runtime.featherface_runtime import BundleError, CudaPython, PyCuda, cuda_memory
+
+    (tmp_path / "cuda").mkdir()
+    (tmp_path / "cuda" / "__init__.py").write_text("")
+    (tmp_path / "cuda" / "cudart.py").write_text(FAKE_CUDA_PYTHON)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "cuda" or m.startswith(("cuda.", "pycuda"))]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(BundleError, match=r"cuda-python: cudaStreamCreate failed: cudaErrorInsufficientDriver; "
+                                          r"pycuda not installed\)"):
+        cuda_memory()
+    (tmp_path / "pycuda").mkdir()
+    (tmp_path / "pycuda" / "__init__.py").write_text("")
+    (tmp_path / "pycuda" / "autoinit.py").write_text("")
+    (tmp_path / "pycuda" / "driver.py").write_text(FAKE_PYCUDA_DRIVER)
+    chosen = cuda_memory()
+    assert isinstance(chosen, PyCuda) and not isinstance(chosen, CudaPython) and chosen.handle == 7

@@ -32,8 +32,8 @@ def test_shipped_targets_load():
     assert load_target("jetson-xavier").int8.mode == "calibrator"
     assert load_target("cpu").int8.activations == "s8"
     assert load_target("x86-cuda").int8.noise_threshold_db == 25.0  # the default when not given
-    for name in ("cpu", "jetson-orin"):  # built for grayscale/IR and night cameras (see the README's shift table)
-        assert load_target(name).int8.shifts == ("grayscale", "low-light")
+    for name in ("cpu", "jetson-orin"):  # built for grayscale/IR cameras; low light withdrawn (targets/cpu.toml)
+        assert load_target(name).int8.shifts == ("grayscale",)
         assert load_target(name).int8.noise_threshold_db == 30.0
 
 

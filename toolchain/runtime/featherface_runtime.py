@@ -241,16 +241,84 @@ def cuda_memory_backend() -> str:
     for module, backend in (("cuda", "cuda-python"), ("pycuda", "pycuda")):
         if importlib.util.find_spec(module) is not None:
             return backend
-    raise BundleError("neither cuda-python nor pycuda is installed (pip3 install cuda-python)")
+    raise BundleError("neither cuda-python nor pycuda is installed (INSTALL.txt in the kit names the one for "
+                      "this JetPack)")
+
+
+def cuda_memory():
+    """Device memory through cuda-python where its first call works on this driver, else through pycuda.
+
+    cuda-python's runtime must not be newer than the driver's CUDA (an unpinned ``pip install cuda-python`` brings
+    CUDA 12/13 to a JetPack 5 board whose driver is CUDA 11.4): its first call then fails, and pycuda, built
+    against the board's own CUDA, is tried instead. One line names every failure when neither works."""
+    failures = []
+    for backend, make in (("cuda-python", CudaPython), ("pycuda", PyCuda)):
+        try:
+            return make()
+        except ImportError:
+            failures.append("{} not installed".format(backend))
+        except Exception as exc:  # a binding whose runtime this driver cannot run fails here, not later
+            failures.append("{}: {}".format(backend, str(exc).strip().splitlines()[0] if str(exc).strip()
+                                            else exc.__class__.__name__))
+    raise BundleError("no CUDA memory binding works here ({}); install the one INSTALL.txt names for this "
+                      "JetPack".format("; ".join(failures)))
+
+
+# The board software a Jetson kit meets, per JetPack (NVIDIA's JetPack/L4T release notes; Python and numpy are that
+# Ubuntu's python3 and python3-numpy). "memory" is what pip installs for device memory there: cuda-python's
+# major.minor follows CUDA's and needs a driver at least that new (an unpinned install fails on JetPack 5's CUDA
+# 11.4), cp38 aarch64 wheels stop at 11.8.2 (later 11.8.x need cuda-bindings, which has none); JetPack 4.6's CUDA
+# 10.2 has no cuda-python, only pycuda (built from source). JetPack ships OpenCV with Python bindings: never
+# pip-install opencv there (pip 9 on Ubuntu 18.04 cannot take manylinux2014 wheels and builds it from source).
+JETPACKS = (
+    {"jetpack": "4.6.1", "l4t": (32, 7), "ubuntu": "18.04", "python": "3.6", "cuda": "10.2", "tensorrt": "8.2.1",
+     "numpy": "1.13.3", "opencv": "4.1.1", "memory": "pycuda>=2021.1,<2022.2"},
+    {"jetpack": "5.1", "l4t": (35, 2), "ubuntu": "20.04", "python": "3.8", "cuda": "11.4", "tensorrt": "8.5.2",
+     "numpy": "1.17.4", "opencv": "4.5.4", "memory": "cuda-python>=11.5,<=11.8.2"},
+    {"jetpack": "6.0", "l4t": (36, 3), "ubuntu": "22.04", "python": "3.10", "cuda": "12.2", "tensorrt": "8.6.2",
+     "numpy": "1.21.5", "opencv": "4.8.0", "memory": "cuda-python>=12.2,<12.3"},
+    {"jetpack": "6.1", "l4t": (36, 4), "ubuntu": "22.04", "python": "3.10", "cuda": "12.6", "tensorrt": "10.3.0",
+     "numpy": "1.21.5", "opencv": "4.8.0", "memory": "cuda-python>=12.6,<12.7"},
+)
+NUMPY_FLOOR = (1, 13)  # JetPack 4.6's python3-numpy (toolchain/building/numpy_floor.py)
+
+
+def jetpack_for(l4t: Tuple[int, ...]) -> Optional[dict]:
+    """The newest JETPACKS row whose L4T release this board's is at least (None: older than every row)."""
+    rows = [row for row in JETPACKS if l4t >= row["l4t"] and l4t[0] == row["l4t"][0]]
+    return rows[-1] if rows else None
+
+
+def install_lines(min_tensorrt: str) -> List[str]:
+    """INSTALL.txt of a kit: per JetPack whose TensorRT the target takes, the commands that set up its runtime."""
+    lines = ["# The bundle runtime on the board: TensorRT and OpenCV come with JetPack; add the CUDA memory binding.",
+             "# Check the JetPack first: cat /etc/nv_tegra_release  (R32.7 = 4.6.1, R35 = 5.1, R36.3 = 6.0, "
+             "R36.4 = 6.1/6.2)"]
+    for row in JETPACKS:
+        if version_tuple(row["tensorrt"]) < version_tuple(min_tensorrt):
+            continue
+        extra = (" && export PATH=/usr/local/cuda/bin:$PATH  # pycuda builds against the board's CUDA"
+                 if row["memory"].startswith("pycuda") else "")
+        lines.append("JetPack {jetpack} (L4T R{l4t[0]}.{l4t[1]}, Python {python}, CUDA {cuda}, TensorRT {tensorrt}, "
+                     "numpy {numpy}):".format(**row))
+        lines.append("  sudo apt-get install -y python3-pip python3-numpy{}".format(extra))
+        lines.append("  python3 -m pip install --user '{}'".format(row["memory"]))
+    return lines
+
+
+def check_numpy(version: str) -> None:
+    if version_tuple(version) < NUMPY_FLOOR:
+        raise BundleError("numpy {} is older than {}.{}, the oldest this runtime supports (JetPack 4.6's); "
+                          "sudo apt-get install python3-numpy".format(version, *NUMPY_FLOOR))
 
 
 class CudaPython:
     """Device buffers and a stream through cuda-python's runtime API; every call's error code is checked."""
 
     def __init__(self) -> None:
-        if importlib.util.find_spec("cuda.bindings") is not None:  # cuda-python ≥ 12.6 moved the modules
+        try:  # cuda-python >= 12.6 moved the modules
             from cuda.bindings import runtime as cudart
-        else:
+        except ImportError:
             from cuda import cudart
         self.cudart = cudart
         self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
@@ -423,7 +491,8 @@ class TensorRTModel:
         import tensorrt as trt
 
         check_engine_info(info, dict(device_info(), tensorrt_version=trt.__version__), path)
-        self.cuda = CudaPython() if cuda_memory_backend() == "cuda-python" else PyCuda()
+        check_numpy(np.__version__)
+        self.cuda = cuda_memory()
         logger = trt.Logger(trt.Logger.WARNING)
         # Since TensorRT 10.0 the ONNX parser no longer registers NVIDIA's plugins (the native DeformConv is the
         # ModulatedDeformConv2d plugin): an engine holding one deserializes only after this call.

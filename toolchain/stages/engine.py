@@ -16,6 +16,7 @@ from toolchain.backends.tensorrt_backend import ENGINE, build_config, build_scri
 from toolchain.building.lint import errors, float_layers, lint_file
 from toolchain.building.metadata import load_onnx
 from toolchain.building.targets import Target
+from toolchain.runtime.featherface_runtime import install_lines
 
 KIT_DIR = Path(__file__).resolve().parent.parent / "kit"
 KIT_ONNX = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
@@ -54,6 +55,8 @@ def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir:
     if any(plan and plan.get("calibration_cache") for plan in (config["tensorrt10"], config["tensorrt11"])):
         shutil.copyfile(trt_cache, out_dir / "calib.cache")
     write_json(out_dir / "build_config.json", config)
+    if target.platform == "jetson":
+        write_text(out_dir / "INSTALL.txt", "\n".join(install_lines(target.min_runtime_version)) + "\n")
     shutil.copyfile(KIT_DIR / "build_engine.py", out_dir / "build_engine.py")
     write_text(out_dir / "build_engine.sh", build_script(config))
     (out_dir / "build_engine.sh").chmod(0o755)
