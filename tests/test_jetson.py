@@ -280,3 +280,24 @@ def test_cuda_python_that_the_driver_cannot_run_falls_back_to_pycuda(tmp_path, m
     (tmp_path / "pycuda" / "driver.py").write_text(FAKE_PYCUDA_DRIVER)
     chosen = cuda_memory()
     assert isinstance(chosen, PyCuda) and not isinstance(chosen, CudaPython) and chosen.handle == 7
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "constant"])
+def test_downgrade_keeps_a_pad_mode(mode):
+    """A reflect or edge Pad stays one below opset 19 (it used to become a constant Pad, silently)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 6, 6])
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    pad = onnx.helper.make_node("Pad", ["x", "pads"], ["y"], name="pad0", mode=mode)
+    graph = onnx.helper.make_graph([pad], "g", [x], [y], [pads])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)])
+    lowered = downgrade(model, 17)
+    data = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": data})[0]
+           for m in (model, lowered)]
+    np.testing.assert_array_equal(run[0], run[1])
+    wrap = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Pad", ["x", "pads"], ["y"], name="pad0", mode="wrap")], "g", [x], [y], [pads]),
+        opset_imports=[onnx.helper.make_opsetid("", 19)])
+    with pytest.raises(ArtifactError, match="node 'pad0' \\(Pad\\): mode 'wrap' has no equivalent before opset 19"):
+        downgrade(wrap, 17)

@@ -91,9 +91,9 @@ def _resize(node, graph: GraphEdit, opset: int) -> list:
 def _pad(node, graph: GraphEdit, opset: int) -> list:
     if len(node.input) > 3 and node.input[3]:
         raise ArtifactError(f"node '{node.name}' (Pad): the 'axes' input has no equivalent before opset 18")
-    _drop_attributes(node, {"mode": next((helper.get_attribute_value(a) for a in node.attribute
-                                          if a.name == "mode" and helper.get_attribute_value(a) != b"wrap"),
-                                         b"constant"), "_since": 19})
+    mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"constant")
+    if mode == b"wrap":  # the one mode opset 19 added; constant, reflect and edge keep their attribute
+        raise ArtifactError(f"node '{node.name}' (Pad): mode 'wrap' has no equivalent before opset 19")
     return [node]
 
 
