@@ -5,12 +5,15 @@ own Q/DQ pair says how much that one rounding step destroys; convolutions next t
 tensors are the ones to keep in higher precision.
 
 The Q/DQ graph runs with exact int32 accumulation (``calibration.exact``), the semantics every INT8 verdict uses,
-so which layers stay FP32 does not depend on the CPU the graph is built on.
+and the SQNR is summed in float64 (``sqnr_db``), so which layers stay FP32 does not depend on the CPU the graph is
+built on.
 """
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                       create_activation_matching,
@@ -40,11 +43,23 @@ def tensor_noise(fp32_path: str | Path, qdq_path: str | Path, calib: Calibration
             augmented = Path(tmp) / f"{name}.onnx"
             modify_model_output_intermediate_tensors(str(path), str(augmented))
             activations[name] = collect_activations(str(augmented), CalibrationReader(calib))
-    errors = compute_activation_error(create_activation_matching(activations["qdq"], activations["fp32"]))
+    errors = compute_activation_error(create_activation_matching(activations["qdq"], activations["fp32"]), sqnr_db)
     producer = {out: node.op_type for node in load_onnx(fp32_path).graph.node for out in node.output}
     rows = [TensorNoise(t, producer.get(t, "?"), float(e["qdq_err"]), float(e["xmodel_err"]))
             for t, e in errors.items() if e.get("qdq_err") is not None]
     return sorted(rows, key=lambda r: r.local_db)
+
+
+def sqnr_db(reference: list[np.ndarray], noisy: list[np.ndarray]) -> float:
+    """10·log10(Σx² / Σ(x − y)²) over all batches, in float64 sums.
+
+    Not ``qdq_loss_debug``'s own SQNR: its ``np.linalg.norm`` on float32 is a BLAS dot whose result depends on the
+    CPU (3604.673 on AVX-512 vs 3604.523 on AVX2 for the same 13 M values here), which moved readings by up to
+    3e-5 dB between hosts; numpy's float64 pairwise sum gave the same bits on both."""
+    signal = sum(float(np.square(x.astype(np.float64)).sum()) for x in reference)
+    noise = sum(float(np.square(x.astype(np.float64) - y.astype(np.float64)).sum()) for x, y in zip(reference, noisy))
+    tiny = float(np.finfo(np.float64).tiny)
+    return 10.0 * math.log10(max(signal, tiny) / max(noise, tiny))
 
 
 def convs_touching(model: onnx.ModelProto, tensors: set[str]) -> list[str]:

@@ -172,3 +172,16 @@ def test_fp16_graph_keeps_fp32_io_and_matches(v1_onnx, tmp_path):
         drift = {d.output: d for d in c.drift}
         assert drift["conf"].max_abs < 2e-2 and drift["loc"].cosine > 0.999 and c.det_f1 > 0.95
     assert get_metadata(model)["precision"] == "fp16"
+
+
+def test_sqnr_is_summed_in_float64_and_agrees_with_the_definition():
+    from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio
+
+    from calibration.sensitivity import sqnr_db
+
+    ones = [np.ones((2, 50), np.float32)]
+    assert sqnr_db(ones, [a + np.float32(0.1) for a in ones]) == pytest.approx(20.0, abs=1e-5)  # 100 / 1
+    rng = np.random.default_rng(0)
+    x = [rng.standard_normal((3, 4000)).astype(np.float32) for _ in range(2)]
+    y = [a + rng.standard_normal(a.shape).astype(np.float32) * 0.01 for a in x]
+    assert sqnr_db(x, y) == pytest.approx(compute_signal_to_quantization_noice_ratio(x, y), abs=1e-3)

@@ -162,6 +162,13 @@ def v1_outputs(path) -> str:
     return hashlib.sha256(b"".join(o.tobytes() for o in outputs)).hexdigest()
 
 
+def noise_readings(fp32_path, qdq_path) -> str:
+    """sha256 of the noise rounds' readings (tensor, local and accumulated SQNR) on one calibration image."""
+    calib = build_calibration_set(CALIB / "images", count=1, min_images=1, shape=(320, 320))
+    rows = tensor_noise(fp32_path, qdq_path, calib)
+    return hashlib.sha256(json.dumps([(r.tensor, r.local_db, r.accumulated_db) for r in rows]).encode()).hexdigest()
+
+
 def test_v1_int8_graph_is_provably_exact_and_runs_the_same_at_every_optimisation_level(minmax_int8):
     """Every quantized conv of V1's real Q/DQ graph is within float32's exact range, and ONNX Runtime's graph
     rewrites (layouts, fusions) leave the exact graph's outputs identical to the unoptimised run, to the bit."""
@@ -214,18 +221,20 @@ QEMU = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or QEMU is None,
                     reason="needs an x86-64 host with qemu-user (Debian: qemu-user-static) to emulate an AVX2 CPU")
-def test_an_avx2_cpu_saturates_in_onnxruntime_kernels_but_not_in_exact_semantics(minmax_int8):
+def test_an_avx2_cpu_saturates_in_onnxruntime_kernels_but_not_in_exact_semantics(minmax_int8, v1_onnx):
     """On an emulated Haswell (AVX2, no VNNI, no AVX-512) the crafted conv: ONNX Runtime's kernels sum u8 × s8 pairs
-    in saturating 16-bit lanes and miss by many steps, the exact graph is still the reference to the bit; and V1's
-    INT8 graph through the exact runner gives this host's outputs to the bit."""
+    in saturating 16-bit lanes and miss by many steps, the exact graph is still the reference to the bit; V1's INT8
+    graph through the exact runner gives this host's outputs to the bit, and the noise rounds read the same SQNRs."""
     code = ("import json, tests.test_exact_int8 as t; "
-            f"print(json.dumps(dict(t.saturation_probe(), v1=t.v1_outputs({str(minmax_int8)!r}))))")
+            f"print(json.dumps(dict(t.saturation_probe(), v1=t.v1_outputs({str(minmax_int8)!r}), "
+            f"noise=t.noise_readings({str(v1_onnx.path)!r}, {str(minmax_int8)!r}))))")
     run = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]
     probe = json.loads(run.stdout.strip().splitlines()[-1])
     assert probe["exact"] == 0 and probe["kernels"] > 10
     assert probe["v1"] == v1_outputs(minmax_int8)
+    assert probe["noise"] == noise_readings(v1_onnx.path, minmax_int8)
 
 
 def test_cpu_features_from_cpuinfo_and_override(tmp_path, monkeypatch):

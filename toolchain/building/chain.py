@@ -18,6 +18,7 @@ import featherface
 from featherface.errors import ArtifactError
 from toolchain import __version__
 from calibration import exact as exact_module
+from calibration import sensitivity
 from toolchain.building.artifacts import sha256_file
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.stages.bundle import write_bundle
@@ -173,7 +174,8 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
             cache_file = calib / f"calib-{settings.method}.json"
             onnx["int8"] = steps.file(
                 "int8", {"onnx": sources["onnx_sha256"], "toolchain": __version__, "ranges": sha256_file(cache_file),
-                         "semantics": sha256_file(exact_module.__file__),  # the noise rounds' INT8 arithmetic
+                         # the noise rounds' INT8 arithmetic and SQNR
+                         "semantics": [sha256_file(exact_module.__file__), sha256_file(sensitivity.__file__)],
                          "stack": STACK,
                          "activations": settings.activations, "threshold": settings.noise_threshold_db,
                          "shifts": list(settings.shifts)}, ".onnx",
