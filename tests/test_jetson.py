@@ -301,3 +301,16 @@ def test_downgrade_keeps_a_pad_mode(mode):
         opset_imports=[onnx.helper.make_opsetid("", 19)])
     with pytest.raises(ArtifactError, match="node 'pad0' \\(Pad\\): mode 'wrap' has no equivalent before opset 19"):
         downgrade(wrap, 17)
+
+
+def test_bench_reads_the_gpu_clock_from_the_gpus_own_devfreq_node(tmp_path):
+    """Defect 7: on Xavier/Orin the first devfreq node in sorted order is another engine's (VIC, NVDLA)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent.parent / "toolchain" / "runtime"))
+    from bench_engine import gpu_devfreq
+
+    for name, freq in (("15340000.vic", "115200000"), ("158c0000.nvdla1", "1600000000"),
+                       ("17000000.ga10b", "1300500000")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cur_freq").write_text(freq + "\n")
+    assert gpu_devfreq(str(tmp_path)).name == "17000000.ga10b"
+    assert gpu_devfreq(str(tmp_path / "missing")) is None

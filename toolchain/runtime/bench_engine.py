@@ -49,6 +49,24 @@ def _read(path: str):
         return None
 
 
+# The GPU's own devfreq node per board (L4T device trees): the first node in sorted order is often another engine's
+# (VIC, NVDLA, NVENC sort before the GPU on Xavier and Orin).
+GPU_DEVFREQ = ("17000000.ga10b",  # Orin (Ampere), JetPack 5
+               "17000000.gpu",  # Orin, JetPack 6
+               "17000000.gv11b",  # Xavier (Volta)
+               "57000000.gpu",  # Nano / TX1 (Maxwell)
+               "17000000.gp10b")  # TX2 (Pascal)
+
+
+def gpu_devfreq(root: str = "/sys/class/devfreq"):
+    """The GPU's devfreq folder (a Path), or None where no known GPU node exists."""
+    for name in GPU_DEVFREQ:
+        node = Path(root) / name
+        if (node / "cur_freq").is_file():
+            return node
+    return None
+
+
 def device_state() -> dict:
     """Power mode (nvpmodel) and current GPU/CPU clocks where the board exposes them; None elsewhere."""
     state = {"machine": platform.machine(), "python": platform.python_version(),
@@ -59,8 +77,9 @@ def device_state() -> dict:
         state["nvpmodel"] = query.stdout.strip().splitlines()[0] if query.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         state["nvpmodel"] = None
-    gpu = sorted(Path("/sys/devices").glob("**/devfreq/*/cur_freq"))
-    state["gpu_cur_freq_hz"] = _read(str(gpu[0])) if gpu else None
+    gpu = gpu_devfreq()
+    state["gpu_devfreq"] = gpu.name if gpu else None
+    state["gpu_cur_freq_hz"] = _read(str(gpu / "cur_freq")) if gpu else None
     state["cpu0_cur_freq_khz"] = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     return state
 
