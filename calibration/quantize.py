@@ -111,11 +111,12 @@ def sensitive_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, activations: str = "s8",
-                  keep_fp32: list[str] | None = None) -> Path:
+                  keep_fp32: list[str] | None = None, reduce_range: bool = False) -> Path:
     """Q/DQ INT8 ONNX from ``model_path`` using calibration ranges from ``cache``.
 
     Weights are symmetric INT8 per output channel; activations per tensor. Nodes named in
-    ``keep_fp32`` (default: ``sensitive_nodes``) stay in FP32.
+    ``keep_fp32`` (default: ``sensitive_nodes``) stay in FP32. ``reduce_range``: 7-bit weights, which x86
+    kernels without VNNI cannot saturate (2 · 255 · 64 < 2^15); measured in benchmarks/int8_host_kernels.py.
     """
     out = Path(out)
     model = load_onnx(model_path)
@@ -127,7 +128,7 @@ def quantize_int8(model_path: str | Path, cache: str | Path, out: str | Path, ac
     with tempfile.TemporaryDirectory(prefix="featherface-quant-") as tmp, _quiet_root_logger():
         raw = Path(tmp) / "int8.onnx"
         quantize_static(  # a proto, not a path: ORT would write a scratch file beside the input
-            model, str(raw), None, quant_format=QuantFormat.QDQ, per_channel=True,
+            model, str(raw), None, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
             activation_type=ACTIVATIONS[activations], weight_type=QuantType.QInt8, nodes_to_exclude=keep,
             op_types_to_quantize=QUANTIZED_OPS,
             calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),

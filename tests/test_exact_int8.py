@@ -22,6 +22,7 @@ from featherface.preprocess import preprocess
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner, exact_session, session_options
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.building.targets import load_target
+from toolchain.measuring.evaluate import evaluate_folder
 from toolchain.runtime.featherface_runtime import (CPU_FLAGS_ENV, FaceDetector, cpu_features, int8_warning,
                                                    onnxruntime_session)
 from toolchain.stages.bundle import write_bundle
@@ -292,3 +293,17 @@ def test_noise_rounds_measure_the_exact_semantics(minmax_int8, v1_onnx, tmp_path
     shipped = tensor_noise(v1_onnx.path, minmax_int8, calib)
     assert shipped == tensor_noise(v1_onnx.path, exact_path, calib)
     assert len(shipped) > 50 and all(np.isfinite(r.local_db) for r in shipped)
+
+
+def test_the_ap_verdict_is_measured_with_exact_semantics(minmax_int8, v1_onnx, small_val):
+    """toolchain engine's accuracy record for an INT8 graph: the exact runner's AP (what the budget judges), and
+    this CPU's kernels beside it, labelled with the CPU's flags."""
+    from toolchain.building.chain import _accuracy
+
+    profile = {"min": [1, 320, 320], "opt": [1, 640, 640], "max": [1, 1024, 1024]}
+    result = _accuracy({"fp32": v1_onnx.path, "int8": minmax_int8}, "int8", "model.onnx", small_val, profile,
+                       lambda m: None, host_kernels=True)
+    exact = evaluate_folder(OnnxRuntimeRunner(minmax_int8, int8="exact"), small_val).ap
+    assert result["int8_semantics"] == "exact-int32" and result["ap"] == exact
+    own = evaluate_folder(OnnxRuntimeRunner(minmax_int8, int8="kernels"), small_val).ap
+    assert result["host_kernels"]["ap"] == own and result["host_kernels"]["cpu"] == cpu_features()
