@@ -55,19 +55,25 @@ def _quiet_root_logger():
 
 
 def calibrate(model_path: str | Path, calib: CalibrationSet, method: str, cache_out: str | Path,
-              symmetric: bool = True, on_image: Callable[[int, int], None] | None = None) -> TensorsData:
-    """Collect activation ranges over ``calib`` and write them as an ONNX Runtime calibration cache (JSON)."""
+              symmetric: bool = True, on_image: Callable[[int, int], None] | None = None,
+              all_tensors: bool = False) -> TensorsData:
+    """Collect activation ranges over ``calib`` and write them as an ONNX Runtime calibration cache (JSON).
+
+    By default the tensors around convolutions (what the Q/DQ graph quantizes); ``all_tensors``: every float tensor,
+    for TensorRT's implicit INT8, which keeps any tensor without a range out of INT8 (the BiFPN and CBAM
+    element-wise ops included)."""
     if method not in METHODS:
         raise ArtifactError(f"{cache_out}: unknown calibration method '{method}' (use {', '.join(METHODS)})")
     model = load_onnx(model_path)
     with tempfile.TemporaryDirectory(prefix="featherface-calib-") as tmp:
         options = dict(METHOD_OPTIONS[method], symmetric=symmetric)
-        calibrator = create_calibrator(Path(model_path), QUANTIZED_OPS,
+        calibrator = create_calibrator(Path(model_path), [] if all_tensors else QUANTIZED_OPS,
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=METHODS[method], extra_options=options)
         reader = CalibrationReader(calib, model.graph.input[0].name, on_image)
-        for start in range(0, len(calib), COLLECT_CHUNK):  # ORT keeps every output of a call in memory
-            reader.set_range(start, start + COLLECT_CHUNK)
+        chunk = COLLECT_CHUNK // 5 if all_tensors else COLLECT_CHUNK  # ~5x the tensors held per image
+        for start in range(0, len(calib), chunk):  # ORT keeps every output of a call in memory
+            reader.set_range(start, start + chunk)
             calibrator.collect_data(reader)
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress to stdout
             ranges = calibrator.compute_data()

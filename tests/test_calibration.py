@@ -185,3 +185,18 @@ def test_sqnr_is_summed_in_float64_and_agrees_with_the_definition():
     x = [rng.standard_normal((3, 4000)).astype(np.float32) for _ in range(2)]
     y = [a + rng.standard_normal(a.shape).astype(np.float32) * 0.01 for a in x]
     assert sqnr_db(x, y) == pytest.approx(compute_signal_to_quantization_noice_ratio(x, y), abs=1e-3)
+
+
+def test_implicit_int8_cache_ranges_every_float_tensor(minmax, v1_onnx, tmp_path):
+    """Issue 20 item 8: TensorRT's implicit INT8 keeps a tensor without a range out of INT8, so the calibrator
+    target's cache ranges the BiFPN/CBAM element-wise tensors too, not only the convolutions' inputs and outputs."""
+    report, _ = minmax
+    full = calibrate_onnx(v1_onnx.path, CALIB / "images", tmp_path, "minmax", count=8, shape=(320, 320),
+                          all_tensors=True)
+    _, conv_only = read_trt_cache(report.trt_cache)
+    _, every = read_trt_cache(full.trt_cache)
+    producer = {o: n.op_type for n in load_onnx(v1_onnx.path).graph.node for o in n.output}
+    assert set(conv_only) < set(every)
+    extra = {producer.get(name) for name in set(every) - set(conv_only)}
+    assert {"Mul", "Add", "Sigmoid"} <= extra  # CBAM gates and BiFPN weighted sums
+    assert all(every[name] == conv_only[name] for name in conv_only)  # the same ranges where both have one

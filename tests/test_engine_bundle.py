@@ -56,7 +56,7 @@ def test_trtexec_argv_per_target_and_generation():
         _argv("jetson-xavier", "int8", (11, 0))
     assert "--workspace=512" in _argv("jetson-nano", "fp16", (8, 2))  # TensorRT 8.2 has no --memPoolSize
     dla = _argv("jetson-orin-dla", "int8", (10, 3))
-    assert {"--useDLACore=0", "--allowGPUFallback", "--optShapes=input:1x3x640x640"} <= set(dla)
+    assert {"--useDLACore=0", "--allowGPUFallback", "--optShapes=input:1x3x1024x1024"} <= set(dla)
     with pytest.raises(ArtifactError, match="precision 'int8' is not offered"):
         _argv("jetson-nano", "int8", (8, 2))
 
@@ -259,3 +259,19 @@ def test_onnxruntime_sessions_keep_the_zero_padding_before_a_max_pool():
                     ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"],
                                          disabled_optimizers=["Pad_Fusion"])):  # the rule name is one ORT takes
         assert np.array_equal(session.run(None, {"x": x})[0], want)
+
+
+def test_a_graph_outside_the_budget_under_the_input_policy_is_refused():
+    """Issue 20 item 9: the runtime's input policy is part of the budget (the DLA's static 640 lost 0.15 hard AP)."""
+    from toolchain.building.chain import check_input_policy
+
+    target = load_target("jetson-orin-dla")
+    profile = {"min": [1, 640, 640], "opt": [1, 640, 640], "max": [1, 640, 640]}
+    lost = {"delta": {"easy": -0.0029, "medium": -0.0401, "hard": -0.1478}, "profile": profile}
+    with pytest.raises(ArtifactError, match=r"jetson-orin-dla\.toml: under the runtime's input policy \(images "
+                                            r"fitted into \[1, 640, 640\]\) the shipped graph misses the ΔAP budget: "
+                                            r"-0\.0029 / -0\.0401 / -0\.1478; nothing written"):
+        check_input_policy(lost, target, False)
+    assert check_input_policy(lost, target, True) is True
+    kept = {"delta": {"easy": -0.0018, "medium": 0.0008, "hard": 0.0006}, "profile": profile}
+    assert check_input_policy(kept, target, False) is False

@@ -316,7 +316,11 @@ def _target_help(prefix: str) -> str:
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads recorded in the bundle.")
 @click.option("--allow-shift-miss", is_flag=True,
               help="Ship an INT8 graph that misses the budget on a shift its target claims (recorded in the manifest).")
-def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads, allow_shift_miss) -> None:
+@click.option("--allow-policy-miss", is_flag=True,
+              help="Ship a graph that misses the budget under the runtime's input policy (the target's profile; "
+                   "recorded in the manifest).")
+def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads, allow_shift_miss,
+               allow_policy_miss) -> None:
     """The whole chain for a target: export → simplify → calibrate → quantize → engine → bundle."""
     from toolchain.building.chain import build_target
     from toolchain.building.targets import load_target
@@ -328,7 +332,7 @@ def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads
     val_dir = None if val is not None and str(val).lower() == "none" else (val or paths.default_val_dir())
     result = build_target(model, weights, profile, precision or profile.default_precision, build_dir,
                           calib or paths.default_calib_dir(), val_dir, threads, echo=lambda m: click.echo(m, err=True),
-                          allow_shift_miss=allow_shift_miss)
+                          allow_shift_miss=allow_shift_miss, allow_policy_miss=allow_policy_miss)
     click.echo(result.summary())
 
 

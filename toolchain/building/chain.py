@@ -152,8 +152,9 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
     if "int8" in precisions:
         settings = target.int8
         images = calib_dir / "images"
+        implicit = target.is_tensorrt and settings.mode == "calibrator"  # TensorRT picks INT8 per tensor
         calib_parts = {"onnx": sources["onnx_sha256"], "method": settings.method, "count": settings.images,
-                       "stack": STACK,
+                       "stack": STACK, "all_tensors": implicit,
                        "symmetric": settings.activations == "s8", "trt": target.min_runtime_version,
                        "images": sorted((p.relative_to(images).as_posix(), sha256_file(p))
                                         for p in images.rglob("*") if p.is_file())}
@@ -161,6 +162,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         def calibrate_into(folder: Path) -> None:
             report = calibrate_onnx(simplified, images, folder, settings.method, settings.images,
                                     symmetric=settings.activations == "s8", trt_version=target.min_runtime_version,
+                                    all_tensors=implicit,
                                     on_image=lambda i, n: echo(f"  calibrating {i}/{n}") if i % 10 == 0 or i == n
                                     else None)
             if report.skipped:
@@ -170,7 +172,7 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
         calib = steps.folder("calibrate", calib_parts, calibrate_into)
         trt_cache = calib / f"calib-{settings.method}.trt.cache"
         sources["calibration_manifest"] = json.loads((calib / f"calib-{settings.method}.manifest.json").read_text())
-        if not (target.is_tensorrt and settings.mode == "calibrator"):
+        if not implicit:
             cache_file = calib / f"calib-{settings.method}.json"
             onnx["int8"] = steps.file(
                 "int8", {"onnx": sources["onnx_sha256"], "toolchain": __version__, "ranges": sha256_file(cache_file),
@@ -191,11 +193,13 @@ def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tup
 
 def build_target(model: str, weights: Path, target: Target, precision: str, build_root: Path,
                  calib_dir: Path, val_dir: Path | None = None, threads: int | None = None,
-                 echo: Echo = print, allow_shift_miss: bool = False) -> BuildResult:
+                 echo: Echo = print, allow_shift_miss: bool = False, allow_policy_miss: bool = False) -> BuildResult:
     """Build ``build_root/<model>/<target>/`` (atomically replaced) and return what was done.
 
     An INT8 graph that misses the budget on a shift its target claims is refused (nothing written) unless
-    ``allow_shift_miss``, which the manifest then records."""
+    ``allow_shift_miss``; so is a shipped graph that misses it under the runtime's input policy (the images fitted
+    into the target's profile, as the board runs them) unless ``allow_policy_miss``. The manifest records either
+    override."""
     target.check_precision(precision)
     artifacts = prepare_artifacts(model, weights, target, (precision,), build_root, calib_dir, echo)
     onnx, sources = artifacts.onnx, artifacts.sources
@@ -207,6 +211,8 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
         profile = {"min": target.profile.min, "opt": target.profile.opt, "max": target.profile.max}
         accuracy = (_accuracy(onnx, precision, engine.onnx, val_dir, profile, echo, not target.is_tensorrt)
                     if val_dir else None)
+        if accuracy and "deployed" in accuracy:
+            accuracy["policy_override"] = check_input_policy(accuracy["deployed"], target, allow_policy_miss)
         if precision == "int8" and target.int8.shifts:
             accuracy = dict(accuracy or {}, **check_shifts(onnx, target, val_dir, allow_shift_miss, echo))
         meta = get_metadata(load_onnx(onnx['fp32']))
@@ -281,6 +287,20 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
 
 def _delta(ap: dict, reference: dict) -> dict:
     return {k: ap[k] - reference[k] for k in ap}
+
+
+def check_input_policy(deployed: dict, target: Target, allow_miss: bool) -> bool:
+    """Whether the shipped graph under the runtime's input policy misses the ΔAP budget (then shipped only with
+    ``allow_miss``; raises otherwise). The policy is part of what ships: a static DLA profile scales WIDER's ~1024-px
+    images to 640 and loses the small faces."""
+    missed = [k for k in BUDGET if deployed["delta"][k] < BUDGET[k]]
+    if missed and not allow_miss:
+        raise ArtifactError(f"{target.path}: under the runtime's input policy (images fitted into "
+                            f"{deployed['profile']['max']}) the shipped graph misses the ΔAP budget: "
+                            + " / ".join(f"{deployed['delta'][k]:+.4f}" for k in ("easy", "medium", "hard"))
+                            + "; nothing written (--allow-policy-miss ships it anyway and records that in the "
+                            "manifest)")
+    return bool(missed)
 
 
 def check_shifts(onnx: dict[str, Path], target: Target, val_dir: Path | None, allow_miss: bool, echo: Echo) -> dict:

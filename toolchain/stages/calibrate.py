@@ -22,13 +22,14 @@ def calibrate_onnx(model: str | Path, images_dir: str | Path, out_dir: str | Pat
                    count: int | None = None, seed: int = 0, shape: tuple[int, int] = (640, 640),
                    symmetric: bool = True, trt_version: str = "10.3",
                    on_image: Callable[[int, int], None] | None = None,
-                   shifts: tuple[str, ...] = ()) -> CalibrationReport:
-    """``shifts`` adds a shifted copy of every calibration image per named shift (shift-aware ranges)."""
+                   shifts: tuple[str, ...] = (), all_tensors: bool = False) -> CalibrationReport:
+    """``shifts`` adds a shifted copy of every calibration image per named shift (shift-aware ranges);
+    ``all_tensors`` ranges every float tensor (TensorRT implicit INT8), not only the convolutions' inputs."""
     out_dir = Path(out_dir)
     calib = build_calibration_set(images_dir, count, seed, shape, shifts=shifts)
     cache, manifest, trt_cache = (out_dir / f"calib-{method}{suffix}"
                                   for suffix in (".json", ".manifest.json", ".trt.cache"))
-    ranges = calibrate(model, calib, method, cache, symmetric, on_image)
+    ranges = calibrate(model, calib, method, cache, symmetric, on_image, all_tensors)
     calib.write_manifest(manifest)
     write_trt_cache(scales_from_ranges(ranges), trt_cache, trt_version)
     return CalibrationReport(cache, manifest, trt_cache, len(calib), calib.skipped)
