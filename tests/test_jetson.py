@@ -314,3 +314,14 @@ def test_bench_reads_the_gpu_clock_from_the_gpus_own_devfreq_node(tmp_path):
         (tmp_path / name / "cur_freq").write_text(freq + "\n")
     assert gpu_devfreq(str(tmp_path)).name == "17000000.ga10b"
     assert gpu_devfreq(str(tmp_path / "missing")) is None
+
+
+def test_buffers_for_the_largest_input_serve_every_smaller_shape():
+    """The TensorRT model allocates once for the profile's max; each shape is a contiguous view of its front."""
+    from toolchain.runtime.featherface_runtime import _leading
+
+    buffer = np.zeros((4, 3, 64, 64), np.float32)
+    view = _leading(buffer, (1, 3, 32, 48))
+    view[...] = 1.0
+    assert view.flags["C_CONTIGUOUS"] and np.shares_memory(view, buffer)
+    assert buffer.reshape(-1)[: 3 * 32 * 48].sum() == 3 * 32 * 48 and buffer.sum() == 3 * 32 * 48

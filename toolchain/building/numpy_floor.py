@@ -42,6 +42,7 @@ NAMES: dict[str, NumpyName] = {
     "exp": NumpyName(f"{_N}core/code_generators/generate_umath.py:673"),
     "maximum": NumpyName(f"{_N}core/code_generators/generate_umath.py:477"),
     "minimum": NumpyName(f"{_N}core/code_generators/generate_umath.py:484"),
+    "ctypeslib": NumpyName(f"{_N}ctypeslib.py:421"),  # as_array
     "__version__": NumpyName(f"{_N}__init__.py:134"),
     "dtype": NumpyName(f"{_N}add_newdocs.py:6040"),
     "ndarray": NumpyName(f"{_N}add_newdocs.py:2412"),

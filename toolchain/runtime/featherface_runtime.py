@@ -332,8 +332,12 @@ class CudaPython:
     def alloc(self, nbytes: int) -> int:
         return int(self._check(self.cudart.cudaMalloc(nbytes), "cudaMalloc"))
 
-    def free(self, pointer: int) -> None:
-        self._check(self.cudart.cudaFree(pointer), "cudaFree")
+    def host(self, shape: tuple, dtype) -> np.ndarray:
+        """A page-locked host array (copies to and from it run asynchronously, without a staging copy)."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        pointer = int(self._check(self.cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
+        raw = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(pointer))
+        return raw.view(dtype).reshape(shape)
 
     def to_device(self, pointer: int, array: np.ndarray) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -367,8 +371,8 @@ class PyCuda:
         self.buffers[int(buffer)] = buffer
         return int(buffer)
 
-    def free(self, pointer: int) -> None:
-        self.buffers.pop(pointer).free()
+    def host(self, shape: tuple, dtype) -> np.ndarray:
+        return self.cuda.pagelocked_empty(shape, dtype)
 
     def to_device(self, pointer: int, array: np.ndarray) -> None:
         self.cuda.memcpy_htod_async(pointer, array, self.stream)
@@ -485,7 +489,8 @@ def io_class(version: Tuple[int, ...]):
 
 
 class TensorRTModel:
-    """A serialized engine, after checking ``engine_info.json``; device buffers allocated once per shape."""
+    """A serialized engine, after checking ``engine_info.json``; buffers allocated once for the profile's largest
+    input."""
 
     def __init__(self, path: Path, info: dict) -> None:
         import tensorrt as trt
@@ -506,34 +511,47 @@ class TensorRTModel:
             raise BundleError("{}: TensorRT could not create an execution context".format(path))
         self.io = io_class(version_tuple(trt.__version__))(trt, self.engine, self.context)
         self.profile = self.io.profile
-        self.shape = None  # type: Optional[tuple]
-        self.buffers = {}  # type: Dict[str, int]
-        self.outputs = {}  # type: Dict[str, np.ndarray]
+        # Device buffers and page-locked host buffers once, for the largest input the profile takes: a new image
+        # size only sets the input shape, and no copy goes through pageable memory.
+        largest = tuple(self.profile["max"])
+        self.output_shapes = self._set_shape(largest)
+        self.host = {"input": self.cuda.host(largest, np.float32)}
+        self.host.update({name: self.cuda.host(shape, self.io.output_dtype(name))
+                          for name, shape in self.output_shapes.items()})
+        self.buffers = {name: self.cuda.alloc(array.nbytes) for name, array in self.host.items()}
+        self.shape = largest
 
-    def _prepare(self, shape: tuple) -> None:
-        if shape == self.shape:
-            return
-        for pointer in self.buffers.values():
-            self.cuda.free(pointer)
-        self.buffers, self.outputs = {}, {}
+    def _set_shape(self, shape: tuple) -> Dict[str, tuple]:
         output_shapes = self.io.set_shape(shape)
         for name, out_shape in output_shapes.items():
             if any(d < 0 for d in out_shape):
                 raise BundleError("TensorRT left output '{}' unresolved {} for input {}".format(name, out_shape, shape))
-            self.outputs[name] = np.empty(out_shape, self.io.output_dtype(name))
-            self.buffers[name] = self.cuda.alloc(self.outputs[name].nbytes)
-        self.buffers["input"] = self.cuda.alloc(int(np.prod(shape)) * 4)
-        self.shape = shape
+        return output_shapes
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, ...]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        self._prepare(tuple(batch.shape))
-        self.cuda.to_device(self.buffers["input"], batch)
+        shape = tuple(batch.shape)
+        if shape != self.shape:
+            self.output_shapes, self.shape = self._set_shape(shape), shape
+        staged = _leading(self.host["input"], shape)
+        staged[...] = batch
+        self.cuda.to_device(self.buffers["input"], staged)
         self.io.execute(self.buffers, self.cuda.handle)
-        for name in OUTPUTS:
-            self.cuda.to_host(self.outputs[name], self.buffers[name])
+        outputs = [_leading(self.host[name], self.output_shapes[name]) for name in OUTPUTS]
+        for name, array in zip(OUTPUTS, outputs):
+            self.cuda.to_host(array, self.buffers[name])
         self.cuda.synchronize()
-        return tuple(self.outputs[name].astype(np.float32, copy=True) for name in OUTPUTS)
+        return tuple(array.astype(np.float32) for array in outputs)  # copies: the host buffers are reused
+
+    def execute_resident(self) -> None:
+        """One run on the buffers already on the device at the current shape, synchronised: the engine alone,
+        without host copies (``bench_engine.py``)."""
+        self.io.execute(self.buffers, self.cuda.handle)
+        self.cuda.synchronize()
+
+
+def _leading(buffer: np.ndarray, shape: tuple) -> np.ndarray:
+    """The first prod(shape) elements of a flat-allocated buffer, as a contiguous array of ``shape``."""
+    return buffer.reshape(-1)[: int(np.prod(shape))].reshape(shape)
 
 
 def load_manifest(bundle: Path) -> dict:
