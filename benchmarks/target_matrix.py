@@ -1,5 +1,6 @@
 """Every target × each of its precisions through `toolchain engine`: bundle verified, every shipped ONNX linted,
-val AP of the shipped graph vs the FP32 graph at the images' own sizes and under the runtime's input policy.
+val AP of the shipped graph vs the FP32 graph at the images' own sizes and under the runtime's input policy (INT8
+with exact int32 accumulation); a build its budget refuses is a row that says why.
 
     python benchmarks/target_matrix.py [--targets cpu,jetson-nano,...] [--build-dir build] [--json OUT]
 
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 from featherface import paths
+from featherface.errors import ArtifactError
 from toolchain.building.chain import build_target
 from toolchain.building.lint import errors, lint_file
 from toolchain.building.targets import list_targets, load_target
@@ -37,8 +39,14 @@ def main() -> None:
     for name in args.targets.split(","):
         target = load_target(name)
         for precision in target.precisions:
-            result = build_target(args.model, weights, target, precision, args.build_dir, paths.default_calib_dir(),
-                                  paths.default_val_dir(), echo=lambda m: None)
+            try:
+                result = build_target(args.model, weights, target, precision, args.build_dir,
+                                      paths.default_calib_dir(), paths.default_val_dir(), echo=lambda m: None)
+            except ArtifactError as exc:  # refused by its budget (shift claim, input policy): the row says why
+                rows.append(f"| {name} | {precision} | refused: {exc} |")
+                results.append({"target": name, "precision": precision, "refused": str(exc)})
+                print(rows[-1], flush=True)
+                continue
             manifest = result.manifest
             verified = verify_bundle(result.bundle)[0]
             shipped = [f for f in manifest["files"] if f.endswith(".onnx")]
