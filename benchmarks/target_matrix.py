@@ -13,7 +13,7 @@ from pathlib import Path
 
 from featherface import paths
 from featherface.errors import ArtifactError
-from toolchain.building.chain import build_target
+from toolchain.pipeline import build_target
 from toolchain.building.lint import errors, lint_file
 from toolchain.building.targets import list_targets, load_target
 from toolchain.stages.bundle import verify_bundle

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import featherface
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
 from toolchain.backends.torch_backend import TorchRunner
-from toolchain.measuring.bench import Skip, Stage, bench_model
+from toolchain.bench import Skip, Stage, bench_model
 from toolchain.cli import main
 from toolchain.measuring.report import write_report
 from toolchain.measuring.timing import LatencyStats, interleaved_latency
@@ -146,7 +146,7 @@ def test_frontier_rows_compare_other_networks_end_to_end(v1_onnx, small_val, tmp
     from types import SimpleNamespace
 
     from toolchain.building.targets import load_target
-    from toolchain.measuring.bench import frontier_stages, model_size
+    from toolchain.bench import frontier_stages, model_size
     from toolchain.measuring.peers import YuNet
     from toolchain.measuring.report import html_table
 

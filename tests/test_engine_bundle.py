@@ -13,7 +13,7 @@ from torchvision.ops import box_iou
 
 from featherface.errors import ArtifactError
 from toolchain.backends.tensorrt_backend import build_config, build_script, tensorrt_missing, trtexec_argv
-from toolchain.building.chain import build_target
+from toolchain.pipeline import build_target
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.stages.bundle import verify_bundle, write_bundle
 from toolchain.stages.engine import build_engine
@@ -263,7 +263,7 @@ def test_onnxruntime_sessions_keep_the_zero_padding_before_a_max_pool():
 
 def test_a_graph_outside_the_budget_under_the_input_policy_is_refused():
     """Issue 20 item 9: the runtime's input policy is part of the budget (the DLA's static 640 lost 0.15 hard AP)."""
-    from toolchain.building.chain import check_input_policy
+    from toolchain.pipeline import check_input_policy
 
     target = load_target("jetson-orin-dla")
     profile = {"min": [1, 640, 640], "opt": [1, 640, 640], "max": [1, 640, 640]}

@@ -298,7 +298,7 @@ def test_noise_rounds_measure_the_exact_semantics(minmax_int8, v1_onnx, tmp_path
 def test_the_ap_verdict_is_measured_with_exact_semantics(minmax_int8, v1_onnx, small_val):
     """toolchain engine's accuracy record for an INT8 graph: the exact runner's AP (what the budget judges), and
     this CPU's kernels beside it, labelled with the CPU's flags."""
-    from toolchain.building.chain import _accuracy
+    from toolchain.pipeline import _accuracy
 
     profile = {"min": [1, 320, 320], "opt": [1, 640, 640], "max": [1, 1024, 1024]}
     result = _accuracy({"fp32": v1_onnx.path, "int8": minmax_int8}, "int8", "model.onnx", small_val, profile,

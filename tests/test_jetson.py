@@ -132,7 +132,7 @@ def test_profile_fit_policy():
 
 def test_runtime_letterboxes_an_image_larger_than_the_profile(v1_onnx, tmp_path):
     """An image beyond the profile is scaled into it and its boxes come back in the image's own pixels."""
-    from toolchain.building.chain import build_target
+    from toolchain.pipeline import build_target
 
     result = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", tmp_path, CALIB,
                           echo=lambda m: None)

@@ -14,7 +14,7 @@ from featherface.postprocess import Detections
 from featherface.preprocess import list_images, read_image
 from toolchain.backends.inference import detect_array
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-from toolchain.building.chain import check_shifts
+from toolchain.pipeline import check_shifts
 from toolchain.building.targets import TARGETS_DIR, load_target
 from toolchain.cli import main
 from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder

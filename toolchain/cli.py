@@ -322,7 +322,7 @@ def _target_help(prefix: str) -> str:
 def engine_cmd(model, weights, target, precision, build_dir, calib, val, threads, allow_shift_miss,
                allow_policy_miss) -> None:
     """The whole chain for a target: export → simplify → calibrate → quantize → engine → bundle."""
-    from toolchain.building.chain import build_target
+    from toolchain.pipeline import build_target
     from toolchain.building.targets import load_target
 
     profile = load_target(target)
@@ -584,10 +584,11 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
 
     import cv2
 
-    from toolchain.measuring.bench import (STAGES, Stage, bench_model, default_stages, environment, frontier_stages,
+    from toolchain.bench import (STAGES, Stage, bench_model, default_stages, environment, frontier_stages,
                                            model_size, table)
     from toolchain.measuring.peers import YuNet
-    from toolchain.building.chain import model_dir, prepare_artifacts
+    from toolchain.building.artifacts import model_dir
+    from toolchain.pipeline import prepare_artifacts
     from toolchain.building.targets import load_target
 
     if weights is not None and len(models) > 1:

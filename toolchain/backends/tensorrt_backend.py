@@ -17,6 +17,7 @@ from featherface.priors import PriorConfig
 from toolchain.backends.base import Runner
 from toolchain.building.targets import Target, version_tuple
 from toolchain.kit.build_engine import DEVICE_CACHE
+from toolchain.runtime.featherface_runtime import BundleError, TensorRTModel, cuda_memory_backend, device_info
 
 ENGINE = "model.engine"
 TIMING_CACHE = "timing.cache"
@@ -25,8 +26,6 @@ INPUT_NAME = "input"
 
 def tensorrt_missing() -> str | None:
     """Why TensorRT cannot build or run here, or None when it can."""
-    from toolchain.runtime.featherface_runtime import BundleError, cuda_memory_backend, device_info
-
     if importlib.util.find_spec("tensorrt") is None:
         return "the 'tensorrt' Python package is not installed"
     try:
@@ -188,8 +187,6 @@ class TensorRTRunner(Runner):
     backend = "tensorrt"
 
     def __init__(self, engine_path: str | Path, priors: PriorConfig, precision: str) -> None:
-        from toolchain.runtime.featherface_runtime import BundleError, TensorRTModel
-
         path = Path(engine_path)
         info_path = path.with_name("engine_info.json")
         if not info_path.is_file():

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from featherface import registry
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
@@ -51,3 +53,8 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def model_dir(model: str) -> str:
+    """The build folder of a model: its registered name, or a pruned model's channel-config stem."""
+    return Path(model).stem if registry.is_channel_file(model) else model

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from toolchain.building.artifacts import write_bytes, write_text  # noqa: E402
-from toolchain.measuring.bench import BUDGET, SETTINGS, StageResult  # noqa: E402
+from toolchain.measuring.results import SETTINGS, StageResult  # noqa: E402
+from toolchain.measuring.robustness import BUDGET  # noqa: E402
 
 COLUMNS = (
     ("stage", "model and stage; peers are other detectors run on the same images"),

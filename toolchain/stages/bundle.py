@@ -14,7 +14,9 @@ from toolchain.building.artifacts import sha256_file, write_json
 from toolchain.stages.engine import EngineResult
 from toolchain.building.targets import Target, version_tuple
 from toolchain.kit.build_engine import DEVICE_CACHE
-from toolchain.runtime.featherface_runtime import EXACT_INT8_CPUS, cpu_features
+from toolchain.backends.tensorrt_backend import tensorrt_missing
+from toolchain.runtime.featherface_runtime import (EXACT_INT8_CPUS, BundleError, check_engine_info, cpu_features,
+                                                   device_info, engine_files)
 
 FORMAT = 1
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
@@ -121,9 +123,6 @@ def verify_bundle(folder: str | Path) -> list[str]:
 
 
 def _check_engine(folder: Path, manifest: dict) -> str:
-    from toolchain.backends.tensorrt_backend import tensorrt_missing
-    from toolchain.runtime.featherface_runtime import BundleError, check_engine_info, device_info, engine_files
-
     try:
         _, info = engine_files(folder, manifest)
     except BundleError as exc:

@@ -16,6 +16,7 @@ from toolchain.backends.tensorrt_backend import ENGINE, build_config, build_scri
 from toolchain.building.lint import errors, float_layers, lint_file
 from toolchain.building.metadata import load_onnx
 from toolchain.building.targets import Target
+from toolchain.kit.build_engine import build
 from toolchain.runtime.featherface_runtime import install_lines
 
 KIT_DIR = Path(__file__).resolve().parent.parent / "kit"
@@ -65,8 +66,6 @@ def build_engine(target: Target, precision: str, onnx: dict[str, Path], out_dir:
     if refused:
         return EngineResult("tensorrt-build-kit", ENGINE, shipped,
                             note=f"engine not built here: {refused}; run build_engine.sh on the target")
-    from toolchain.kit.build_engine import build
-
     info = build(config, out_dir)
     return EngineResult("tensorrt-engine", ENGINE, info["onnx"], engine_info=info)
 

@@ -27,7 +27,9 @@ from featherface.loss import DistillConfig, LossConfig, MultiBoxLoss, distillati
 from featherface.priors import prior_boxes
 from featherface.weights import read_state_dict
 from toolchain import __version__
+from toolchain.backends.torch_backend import TorchRunner
 from toolchain.building.artifacts import atomic_output, write_weights
+from toolchain.measuring.evaluate import evaluate_folder
 from toolchain.training.config import TrainConfig
 from toolchain.training.metrics import MetricsTracker
 from toolchain.training.teacher import Teacher
@@ -305,9 +307,6 @@ def _stop_requested(stop: _Stop, world: int, dev: torch.device) -> bool:
 
 
 def _evaluate(model: torch.nn.Module, val_dir: Path, dev: torch.device) -> dict:
-    from toolchain.backends.torch_backend import TorchRunner
-    from toolchain.measuring.evaluate import evaluate_folder
-
     model.eval()
     ap = evaluate_folder(TorchRunner(model, str(dev)), val_dir).ap
     return {k: float(v) for k, v in ap.items()}

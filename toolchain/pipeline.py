@@ -1,4 +1,4 @@
-"""The whole chain for one target, like make: weights → export → simplify → calibrate → quantize/FP16 →
+"""The whole chain for one target, like make (it runs the stages, so it sits above them): weights → export → simplify → calibrate → quantize/FP16 →
 engine → bundle. Each intermediate artifact is named by a hash of its inputs' contents and settings,
 so an unchanged step is reused and a changed input rebuilds exactly what depends on it."""
 import hashlib
@@ -15,16 +15,27 @@ import onnx
 import onnxruntime
 
 import featherface
-from featherface.errors import ArtifactError
-from toolchain import __version__
 from calibration import exact as exact_module
 from calibration import sensitivity
-from toolchain.building.artifacts import sha256_file
+from featherface.errors import ArtifactError
+from toolchain import __version__
+from toolchain.backends.inference import detect_array, detect_in_profile
+from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+from toolchain.building.artifacts import model_dir, sha256_file
 from toolchain.building.metadata import get_metadata, load_onnx
-from toolchain.stages.bundle import write_bundle
-from toolchain.stages.engine import build_engine
 from toolchain.building.targets import Target
-from toolchain.measuring.robustness import BUDGET
+from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
+from toolchain.measuring.robustness import BUDGET, shift_deltas
+from toolchain.runtime.featherface_runtime import cpu_features
+from toolchain.stages import lean as lean_module
+from toolchain.stages.bundle import write_bundle
+from toolchain.stages.calibrate import calibrate_onnx
+from toolchain.stages.engine import build_engine, shipped_onnx
+from toolchain.stages.export import export_onnx
+from toolchain.stages.lean import lean_onnx
+from toolchain.stages.opset import convert_opset
+from toolchain.stages.quantize import fp16_onnx, quantize_onnx
+from toolchain.stages.simplify import simplify_onnx
 
 Echo = Callable[[str], None]
 # What INT8 ranges and graphs still depend on besides their inputs: the libraries that compute them. Not the CPU —
@@ -104,23 +115,10 @@ class Artifacts:
     steps: list[tuple[str, str, Path]]
 
 
-def model_dir(model: str) -> str:
-    """The build folder of a model: its registered name, or a pruned model's channel-config stem."""
-    return Path(model).stem if featherface.registry.is_channel_file(model) else model
-
-
 def prepare_artifacts(model: str, weights: Path, target: Target, precisions: tuple[str, ...], build_root: Path,
                       calib_dir: Path, echo: Echo = print) -> Artifacts:
     """Export, simplify and, as ``precisions`` ask, FP16 / calibrate / INT8 — each step reused when its
     inputs are unchanged."""
-    from toolchain.stages.calibrate import calibrate_onnx
-    from toolchain.stages.export import export_onnx
-    from toolchain.stages import lean as lean_module
-    from toolchain.stages.lean import lean_onnx
-    from toolchain.stages.opset import convert_opset
-    from toolchain.stages.quantize import fp16_onnx
-    from toolchain.stages.simplify import simplify_onnx
-
     featherface.default_weights_name(model)  # unknown model names fail here, before any work
     cache = build_root / model_dir(model) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -229,8 +227,6 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
 
 
 def _quantize(simplified: Path, cache: Path, out: Path, settings, images: Path, echo: Echo) -> None:
-    from toolchain.stages.quantize import quantize_onnx
-
     report = quantize_onnx(simplified, cache, out, images, settings.activations,
                            settings.noise_threshold_db, shifts=settings.shifts,
                            on_round=lambda r, noisy: echo(f"  round {r}: {len(noisy)} activation(s) below "
@@ -249,11 +245,6 @@ def _accuracy(onnx: dict[str, Path], precision: str, shipped: str, val_dir: Path
     For TensorRT FP16 that is the FP16 graph TensorRT 11 builds (TensorRT ≤ 10 lowers the FP32 graph with
     --fp16). An implicit-INT8 TensorRT build has no INT8 graph to measure, so nothing is claimed.
     """
-    from toolchain.backends.inference import detect_in_profile
-    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
-    from toolchain.runtime.featherface_runtime import cpu_features
-    from toolchain.stages.engine import shipped_onnx
 
     if precision not in onnx:
         return None
@@ -307,10 +298,6 @@ def check_shifts(onnx: dict[str, Path], target: Target, val_dir: Path | None, al
     """The INT8 graph (exact int32 accumulation) against the FP32 graph on each shift the target claims, both on the
     same shifted val images (the FP32 graph equals PyTorch to the export tolerances). Raises on a miss unless
     ``allow_miss``."""
-    from toolchain.backends.inference import detect_array
-    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.measuring.robustness import shift_deltas
-
     shifts = target.int8.shifts
     if val_dir is None:
         if not allow_miss:

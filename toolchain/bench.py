@@ -7,7 +7,7 @@ are listed as skipped with the reason; a stage that crashes is listed as failed 
 """
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,19 +17,27 @@ import torch
 
 import featherface
 from featherface.errors import describe
-from featherface.preprocess import list_images, preprocess, read_image
+from featherface.flops import count_flops
 from featherface.postprocess import Detections, PostprocessConfig
+from featherface.preprocess import list_images, preprocess, read_image
 from toolchain.backends.base import Runner
+from toolchain.backends.inference import detect_array
+from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
+from toolchain.backends.tensorrt_backend import TensorRTRunner, tensorrt_missing
+from toolchain.backends.torch_backend import TorchRunner
+from toolchain.building.artifacts import model_dir
+from toolchain.building.targets import load_target
 from toolchain.measuring.compare import compare_runners, detection_f1
 from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
-from toolchain.measuring.robustness import BUDGET, compare_shift, evaluate_shift
-from toolchain.backends.inference import detect_array
+from toolchain.measuring.profile import profile_onnx
+from toolchain.measuring.results import SETTINGS, StageResult
+from toolchain.measuring.robustness import compare_shift, evaluate_shift
 from toolchain.measuring.timing import LatencyStats, interleaved_latency
 from toolchain.runtime.featherface_runtime import cpu_features
+from toolchain.stages.engine import build_engine, shipped_onnx
 
 STAGES = ("torch-fp32", "torch-cuda-fp16", "onnx-fp32", "onnx-simplified", "cpu-target", "onnx-fp16", "onnx-int8",
           "onnx-int8-exact", "tensorrt-fp16", "tensorrt-int8")
-SETTINGS = ("easy", "medium", "hard")
 
 AGREEMENT = PostprocessConfig(score_threshold=0.5)
 Echo = Callable[[str], None]
@@ -51,62 +59,6 @@ class Stage:
     file: Path | None = None
     peer: bool = False
     timed: bool = True  # False: accuracy only (a semantics proxy whose speed means nothing)
-
-
-@dataclass
-class StageResult:
-    model: str
-    name: str
-    backend: str
-    precision: str
-    status: str = "ok"  # ok | skipped | failed
-    skipped_reason: str | None = None
-    error: str | None = None
-    easy: float | None = None
-    medium: float | None = None
-    hard: float | None = None
-    d_easy: float | None = None
-    d_medium: float | None = None
-    d_hard: float | None = None
-    max_abs_diff: float | None = None
-    cosine: float | None = None
-    det_f1: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    speedup: float | None = None  # reference p50 / this p50, at the first size
-    latency: dict = field(default_factory=dict)  # "HxW" → {p50_ms, p90_ms, p99_ms, runs}
-    fps_batch8: float | None = None
-    size_bytes: int | None = None
-    peak_rss_mb: float | None = None
-    params: int | None = None
-    gflops: float | None = None  # at 640², featherface.flops (2 FLOPs per multiply-accumulate)
-    op_profile: list = field(default_factory=list)  # ONNX stages: time per op type (toolchain profile)
-    robustness: dict = field(default_factory=dict)  # shift → AP, ΔAP vs the reference on the same images, F1
-    curves: dict = field(default_factory=dict, repr=False)  # setting → (recall, precision); not in JSON
-
-    peer: bool = False
-
-    def as_json(self) -> dict:
-        out = asdict(self)
-        out.pop("curves")
-        return out
-
-    @property
-    def label(self) -> str:
-        """How a person reads the row: peers by their own name, marked as peers."""
-        return f"{self.name.removeprefix('peer-')} (peer)" if self.peer else f"{self.model} {self.name}"
-
-    def verdict(self, reference: bool) -> str:
-        """'reference', 'within budget', 'outside budget' (any ΔAP below ``BUDGET``), 'peer', or the status."""
-        if self.status != "ok":
-            return self.status
-        if self.peer:
-            return "peer"
-        if reference:
-            return "reference"
-        deltas = (self.d_easy, self.d_medium, self.d_hard)
-        return "within budget" if all(d >= BUDGET[k] for d, k in zip(deltas, SETTINGS)) else "outside budget"
 
 
 def reset_peak_rss() -> None:
@@ -137,11 +89,8 @@ def _gpu_stage(make: Callable[[], Runner]) -> Callable[[], Runner]:
 
 
 def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: Path, target=None) -> list[Stage]:
-    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.building.chain.prepare_artifacts``
+    """The chain's stages for one model; ``artifacts`` comes from ``toolchain.pipeline.prepare_artifacts``
     for ``target``, whose shipped graph (an ONNX Runtime target's) is the ``cpu-target`` row."""
-    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.backends.tensorrt_backend import TensorRTRunner, tensorrt_missing
-    from toolchain.backends.torch_backend import TorchRunner
 
     def onnx(key: str, int8: str = "kernels") -> Callable[[], Runner]:
         def make() -> Runner:
@@ -156,8 +105,6 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             missing = tensorrt_missing()
             if missing:
                 raise Skip(f"TensorRT: {missing}")
-            from toolchain.stages.engine import build_engine
-            from toolchain.building.targets import load_target
 
             folder = trt_dir / precision
             folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +113,6 @@ def default_stages(model: str, weights: Path, artifacts, threads: int, trt_dir: 
             return TensorRTRunner(folder / "model.engine", priors, precision)
         return make
 
-    from toolchain.stages.engine import shipped_onnx
 
     onnxruntime_target = target is not None and not target.is_tensorrt
     default_graph = (shipped_onnx(artifacts.onnx, target.default_precision)
@@ -208,7 +154,6 @@ class ModelPeer:
 
 def model_size(model: str) -> tuple[int, float]:
     """Parameters and GFLOPs at 640² of a registered model or channel config."""
-    from featherface.flops import count_flops
 
     net = featherface.create_model(model)
     return featherface.count_parameters(net), count_flops(net, 640).gflops
@@ -217,9 +162,6 @@ def model_size(model: str) -> tuple[int, float]:
 def frontier_stages(entries: list[tuple[str, Path | None]], artifacts: list, threads: int, target) -> list[Stage]:
     """The accuracy–speed frontier: each model's shipped graph for ``target`` (an ONNX Runtime target), the
     first as the reference and the others as peers of it (ΔAP against the first model, not against themselves)."""
-    from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-    from toolchain.building.chain import model_dir
-    from toolchain.stages.engine import shipped_onnx
 
     stages = []
     for i, ((model, _), built) in enumerate(zip(entries, artifacts)):
@@ -311,7 +253,6 @@ def bench_model(model: str, stages: list[Stage], data: Path, sizes: tuple[tuple[
             raise RuntimeError(f"{model}: the reference stage {stage.name} did not run ({row.error or row.skipped_reason})")
     by_name = {r.name: r for r in results}
     if profile_runs:
-        from toolchain.measuring.profile import profile_onnx
 
         for stage in stages:
             row = by_name[stage.name]
