@@ -11,7 +11,8 @@ _PROFILER_SUFFIXES = ("total_ops", "total_params")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a plain or wrapped (``{"state_dict": ...}``) checkpoint onto the CPU, minus profiler keys and ``module.``."""
+    """Read a plain or wrapped checkpoint onto the CPU, minus profiler keys and ``module.``: ``{"state_dict": ...}``,
+    or the trainer's resume checkpoint (``last.pth``: ``{"model": ..., "optimizer": ..., ...}``)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -19,8 +20,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt/unsafe files
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc, 200)})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: checkpoint holds no state dict of tensors")
     return {

@@ -165,3 +165,31 @@ def test_profile_reports_every_node_onnx_runtime_runs(tmp_path):
     assert {n["name"] for n in data["nodes"]} == set(ran) and abs(sum(o["share"] for o in data["op_types"]) - 1) < 1e-6
     bad = CliRunner().invoke(main, ["profile", str(tmp_path / "p.json")])
     assert bad.exit_code == 1 and "ONNX Runtime cannot profile it" in bad.output
+
+
+def test_detect_processes_the_rest_of_a_folder_past_a_bad_image(tmp_path):
+    """A folder with an empty and a truncated JPEG among good ones: every good one is processed, each bad one is one
+    error line, the exit code is 1; --fail-fast stops at the first."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((VAL / "images").rglob("*.jpg"))[:2]
+    for i, path in enumerate(good):
+        (folder / f"{i * 2}_good.jpg").write_bytes(path.read_bytes())
+    (folder / "1_empty.jpg").write_bytes(b"")
+    (folder / "3_truncated.jpg").write_bytes(good[0].read_bytes()[:300])
+    result = CliRunner().invoke(main, ["detect", "--model", "retinaface-mnet0.25", "--weights", str(RF_WEIGHTS),
+                                       str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["0_good.json", "2_good.json"]
+    assert "1_empty.jpg: cannot decode image" in result.output and "3_truncated.jpg" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ") and "2 of 4 image(s)" in result.output
+    fast = CliRunner().invoke(main, ["detect", "--model", "retinaface-mnet0.25", "--weights", str(RF_WEIGHTS),
+                                     str(folder), "--out", str(tmp_path / "fast"), "--fail-fast"])
+    assert fast.exit_code == 1 and sorted(p.name for p in (tmp_path / "fast").glob("*.json")) == ["0_good.json"]
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["export", "--model", "retinaface-mnet0.25", "--weights", str(RF_WEIGHTS),
+                                       "--out", "/proc/nope/rf.onnx"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [result.output.strip()] and "/proc/nope" in result.output

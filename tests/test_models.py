@@ -49,6 +49,15 @@ def test_missing_truncated_and_corrupt_weights(tmp_path):
         load_weights(model, not_tensors)
 
 
+def test_the_trainers_resume_checkpoint_loads_as_weights(tmp_path):
+    """`toolchain eval --weights runs/X/last.pth`: the trainer's {"model", "optimizer", ...} checkpoint."""
+    trained = featherface.create_model("retinaface-mnet0.25")
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.1, momentum=0.9)
+    torch.save({"model": trained.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3}, tmp_path / "last.pth")
+    loaded = load_weights(featherface.create_model("retinaface-mnet0.25"), tmp_path / "last.pth")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+
+
 @pytest.mark.parametrize("name", ["featherface-v1", "featherface-v2"])
 @pytest.mark.parametrize("shape", [(1, 3, 320, 320), (2, 3, 257, 391), (1, 3, 480, 640)])
 def test_forward_shapes_and_softmax(name, shape):

@@ -25,6 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FeatherFaceError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # a folder that cannot be created, a disk that is full: the path and the reason
+            where = exc.filename if exc.filename is not None else "error"
+            raise click.ClickException(f"{where}: {exc.strerror or exc}") from None
 
 
 @click.group(cls=_Group)
@@ -144,8 +147,13 @@ def _annotate(image: np.ndarray, dets: Detections) -> np.ndarray:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--nms-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True)
-def detect_cmd(model, weights, backend, onnx, threads, source, out, score_threshold, nms_threshold) -> None:
-    """Detect faces in an image or a folder; writes <name>.json and an annotated <name>.jpg per image."""
+@click.option("--fail-fast", is_flag=True, help="Stop at the first image that cannot be read.")
+def detect_cmd(model, weights, backend, onnx, threads, source, out, score_threshold, nms_threshold,
+               fail_fast) -> None:
+    """Detect faces in an image or a folder; writes <name>.json and an annotated <name>.jpg per image.
+
+    An image that cannot be read is one error line and the others are still processed; the exit code is 1 when
+    any failed (--fail-fast stops at the first)."""
     from featherface.preprocess import read_image
     from toolchain.backends.inference import detect_array
 
@@ -154,8 +162,16 @@ def detect_cmd(model, weights, backend, onnx, threads, source, out, score_thresh
     images = [source] if source.is_file() else list_images(source)
     if not images:
         raise FeatherFaceError(f"{source}: no images found")
+    failed = []
     for path in images:
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except FeatherFaceError as exc:
+            if fail_fast:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            failed.append(path)
+            continue
         dets = detect_array(runner, image, config)
         rel = path.name if source.is_file() else path.relative_to(source).as_posix()
         target = out / rel
@@ -163,6 +179,9 @@ def detect_cmd(model, weights, backend, onnx, threads, source, out, score_thresh
         ok, encoded = cv2.imencode(".jpg", _annotate(image, dets))
         write_bytes(target.with_suffix(".jpg"), encoded.tobytes())
         click.echo(f"{path}: {len(dets)} faces")
+    if failed:
+        raise FeatherFaceError(f"{source}: {len(failed)} of {len(images)} image(s) could not be read "
+                               f"(first: {failed[0].name})")
 
 
 @main.command("validate")

@@ -1,6 +1,7 @@
 """Training configuration: defaults reproduce the published recipe (640 px, batch 32, 350 epochs, SGD 1e-3 with
 momentum 0.9 and weight decay 5e-4, steps at 190/220); a TOML file overrides, strictly typed."""
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ class TrainConfig:
     neg_pos_ratio: int = 7
     loc_weight: float = 2.0
     eval_every: int = 10  # epochs between val evaluations (0: never)
-    workers: int = 4
+    workers: int = field(default_factory=lambda: min(4, len(os.sched_getaffinity(0))))  # data loaders: ≤ the cores
     seed: int = 0
     amp: str = "auto"  # auto (fp16 + GradScaler on CUDA, off on CPU) | fp16 | bf16 | off
     channels_last: bool = True  # CUDA only
