@@ -16,10 +16,22 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: image not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if _truncated_jpeg(path):
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker after its last scan)")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies the EXIF orientation: pixels as displayed
     if image is None or image.size == 0:
         raise ImageError(f"{path}: cannot decode image")
     return image
+
+
+def _truncated_jpeg(path: Path) -> bool:
+    """A JPEG whose last scan (SOS marker) has no end-of-image marker after it: OpenCV would decode the part that is
+    there and fill the rest with grey, silently. Markers cannot occur inside scan data (0xFF is stuffed), and data a
+    camera appends after the end-of-image marker does not count as truncation."""
+    data = path.read_bytes()
+    if data[:2] != b"\xff\xd8":
+        return False
+    return data.find(b"\xff\xd9", max(data.rfind(b"\xff\xda"), 0)) < 0
 
 
 def preprocess(image_bgr: np.ndarray) -> np.ndarray:

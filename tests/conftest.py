@@ -67,3 +67,14 @@ def minmax(v1_onnx, tmp_path_factory):
 @pytest.fixture(scope="session")
 def minmax_int8(minmax):
     return minmax[1]
+
+
+@pytest.fixture(scope="session")
+def cpu_bundle(tmp_path_factory):
+    """V1's cpu bundle (lean FP32) built once by the real chain: (build root, BuildResult)."""
+    from toolchain.building.targets import load_target
+    from toolchain.pipeline import build_target
+
+    root = tmp_path_factory.mktemp("build")
+    return root, build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", root, CALIB,
+                              echo=lambda m: None)

@@ -193,3 +193,33 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
                                        "--out", "/proc/nope/rf.onnx"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [result.output.strip()] and "/proc/nope" in result.output
+
+
+def test_detect_on_odd_images(tmp_path):
+    """1×1, grayscale, 16-bit, RGBA and 4000×3000 images run; a truncated JPEG is refused (OpenCV would fill it with
+    grey); a phone photo with EXIF orientation 6 is detected in its displayed (rotated) orientation."""
+    from PIL import Image
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = sorted((VAL / "images").rglob("*.jpg"))[0]
+    image = cv2.imread(str(source))
+    cv2.imwrite(str(folder / "a_1x1.png"), np.zeros((1, 1, 3), np.uint8))
+    cv2.imwrite(str(folder / "b_gray.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "c_16bit.png"), image.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "d_rgba.png"), cv2.cvtColor(image, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "e_large.jpg"), cv2.resize(image, (4000, 3000)))
+    (folder / "f_truncated.jpg").write_bytes(source.read_bytes()[:2000])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    Image.open(source).save(folder / "g_phone.jpg", exif=exif)
+    result = CliRunner().invoke(main, ["detect", "--model", "retinaface-mnet0.25", "--weights", str(RF_WEIGHTS),
+                                       str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "f_truncated.jpg: truncated JPEG" in result.output
+    written = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")}
+    assert set(written) == {"a_1x1", "b_gray", "c_16bit", "d_rgba", "e_large", "g_phone"}
+    assert written["a_1x1"]["detections"] == [] and written["b_gray"]["detections"]
+    assert len(written["c_16bit"]["detections"]) == len(written["d_rgba"]["detections"]) > 0
+    height, width = image.shape[:2]
+    assert (written["g_phone"]["width"], written["g_phone"]["height"]) == (height, width)  # displayed: rotated
+    assert written["g_phone"]["detections"]

@@ -95,13 +95,6 @@ def test_engine_info_mismatch_is_refused():
         check_engine_info(info, {**info, "tensorrt_version": "10.4.0"}, "e")
 
 
-@pytest.fixture(scope="module")
-def cpu_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("build")
-    first = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", root, CALIB, echo=lambda m: None)
-    return root, first
-
-
 def test_bundle_manifest_lists_every_file(cpu_bundle):
     _, result = cpu_bundle
     manifest = json.loads((result.bundle / "manifest.json").read_text())

@@ -130,12 +130,9 @@ def test_profile_fit_policy():
     assert (h, w) == (640, 640) and scale == 0.625
 
 
-def test_runtime_letterboxes_an_image_larger_than_the_profile(v1_onnx, tmp_path):
+def test_runtime_letterboxes_an_image_larger_than_the_profile(cpu_bundle, tmp_path):
     """An image beyond the profile is scaled into it and its boxes come back in the image's own pixels."""
-    from toolchain.pipeline import build_target
-
-    result = build_target("featherface-v1", V1_WEIGHTS, load_target("cpu"), "fp32", tmp_path, CALIB,
-                          echo=lambda m: None)
+    _, result = cpu_bundle
     detector = FaceDetector(result.bundle)
     path = sorted((VAL / "images").rglob("*.jpg"))[0]
     image = cv2.imread(str(path))

@@ -404,6 +404,8 @@ def profile_cmd(model_path, size, batch, threads, runs, top, json_out) -> None:
 
     try:
         report = profile_onnx(model_path, (size, size), batch, threads, runs)
+    except FeatherFaceError:
+        raise
     except Exception as exc:  # onnxruntime's own exception types for a file it cannot load or run
         raise click.ClickException(f"{model_path}: ONNX Runtime cannot profile it ({first_line(exc)})") from None
     click.echo(report.table(top))
