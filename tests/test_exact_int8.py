@@ -6,6 +6,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration.dataset import build_calibration_set
 from calibration.exact import EXACT_LIMIT, exact_bound, integer_exact
+from calibration.quantize import calibrate
 from calibration.sensitivity import tensor_noise
 from featherface.errors import ArtifactError
 from featherface.preprocess import preprocess
@@ -170,6 +172,13 @@ def noise_readings(fp32_path, qdq_path) -> str:
     return hashlib.sha256(json.dumps([(r.tensor, r.local_db, r.accumulated_db) for r in rows]).encode()).hexdigest()
 
 
+def calibration_ranges(fp32_path, out) -> str:
+    """sha256 of the calibration cache (MinMax ranges of every tensor around a conv) on one calibration image."""
+    calib = build_calibration_set(CALIB / "images", count=1, min_images=1, shape=(320, 320))
+    calibrate(fp32_path, calib, "minmax", out)
+    return hashlib.sha256(Path(out).read_bytes()).hexdigest()
+
+
 def test_v1_int8_graph_is_provably_exact_and_runs_the_same_at_every_optimisation_level(minmax_int8):
     """Every quantized conv of V1's real Q/DQ graph is within float32's exact range, and ONNX Runtime's graph
     rewrites (layouts, fusions) leave the exact graph's outputs identical to the unoptimised run, to the bit."""
@@ -222,13 +231,15 @@ QEMU = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or QEMU is None,
                     reason="needs an x86-64 host with qemu-user (Debian: qemu-user-static) to emulate an AVX2 CPU")
-def test_an_avx2_cpu_saturates_in_onnxruntime_kernels_but_not_in_exact_semantics(minmax_int8, v1_onnx):
+def test_an_avx2_cpu_saturates_in_onnxruntime_kernels_but_not_in_exact_semantics(minmax_int8, v1_onnx, tmp_path):
     """On an emulated Haswell (AVX2, no VNNI, no AVX-512) the crafted conv: ONNX Runtime's kernels sum u8 × s8 pairs
     in saturating 16-bit lanes and miss by many steps, the exact graph is still the reference to the bit; V1's INT8
-    graph through the exact runner gives this host's outputs to the bit, and the noise rounds read the same SQNRs."""
+    graph through the exact runner gives this host's outputs to the bit, the noise rounds read the same SQNRs and the
+    calibration writes the same ranges: nothing that decides the INT8 graph depends on the CPU."""
     code = ("import json, tests.test_exact_int8 as t; "
             f"print(json.dumps(dict(t.saturation_probe(), v1=t.v1_outputs({str(minmax_int8)!r}), "
-            f"noise=t.noise_readings({str(v1_onnx.path)!r}, {str(minmax_int8)!r}))))")
+            f"noise=t.noise_readings({str(v1_onnx.path)!r}, {str(minmax_int8)!r}), "
+            f"ranges=t.calibration_ranges({str(v1_onnx.path)!r}, {str(tmp_path / 'avx2.json')!r}))))")
     run = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]
@@ -236,6 +247,7 @@ def test_an_avx2_cpu_saturates_in_onnxruntime_kernels_but_not_in_exact_semantics
     assert probe["exact"] == 0 and probe["kernels"] > 10
     assert probe["v1"] == v1_outputs(minmax_int8)
     assert probe["noise"] == noise_readings(v1_onnx.path, minmax_int8)
+    assert probe["ranges"] == calibration_ranges(v1_onnx.path, tmp_path / "here.json")
 
 
 def test_cpu_features_from_cpuinfo_and_override(tmp_path, monkeypatch):

@@ -196,6 +196,30 @@ def test_float_range_with_a_dynamic_limit(target, version):
     assert not only(lint_model(_range(TensorProto.INT64, True), target(version)), "Range")
 
 
+def _one_op(op: str, inputs: list[tuple[str, int]], out_type: int) -> onnx.ModelProto:
+    """One node on typed inputs; not checked (some of these types are what the importers refuse, and ONNX too)."""
+    node = helper.make_node(op, [n for n, _ in inputs], ["y"], name="node0")
+    return model([node], [tensor(n, t, [4]) for n, t in inputs], [tensor("y", out_type, [4])], check=False)
+
+
+@pytest.mark.parametrize("version", sorted(TABLES))
+def test_importer_input_types_on_type_inference(target, version):
+    """The importers' type rules, cited per generation: BOOL into a comparison or arithmetic, BOOL gathered,
+    a FLOAT into And."""
+    def flagged(m: onnx.ModelProto) -> bool:
+        return bool(only(lint_model(m, target(version)), m.graph.node[0].op_type))
+
+    b, f, i64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64
+    assert flagged(_one_op("Less", [("a", b), ("b", b)], b)) and flagged(_one_op("Add", [("a", b), ("b", b)], b))
+    assert not flagged(_one_op("Less", [("a", f), ("b", f)], b))
+    assert flagged(_one_op("Equal", [("a", b), ("b", b)], b)) == (version == "8.2")  # later: "Equal supports all"
+    gather = model([helper.make_node("Gather", ["a", "i"], ["y"], name="g", axis=0)],
+                   [tensor("a", b, [4]), tensor("i", i64, [2])], [tensor("y", b, [2])], check=False)
+    assert flagged(gather) == (version == "8.2")
+    assert not flagged(_one_op("And", [("a", b), ("b", b)], b))
+    assert flagged(_one_op("And", [("a", f), ("b", b)], b))
+
+
 def test_cast_fp16_to_int64(target):
     node = helper.make_node("Cast", ["x"], ["y"], name="index", to=TensorProto.INT64)
     m = model([node], [tensor("x", TensorProto.FLOAT16, [16])], [tensor("y", TensorProto.INT64, [16])])
@@ -322,7 +346,7 @@ def test_python_api_facts():
 def test_tables_cite_every_fact():
     facts = {"max_opset", "onnx_ops", "reduce_axes_input", "dq_input_types", "deform_conv", "registers_plugins",
              "split_num_outputs", "pad_axes_input", "resize_opset18_attributes", "fp16_range", "range_dynamic_float",
-             "python_api"}
+             "int64_as_int32", "refused_input_types", "python_api"}
     for key, gen in TABLES.items():
         assert gen.name == key and facts <= set(gen.sources), key
         assert all("@" in src for src in gen.sources.values())

@@ -17,7 +17,7 @@ from onnx import TensorProto, numpy_helper
 
 from featherface.errors import ArtifactError, first_line
 from toolchain.building.targets import Target, version_tuple
-from toolchain.building.tensorrt_support import DLA, Generation, generation
+from toolchain.building.tensorrt_support import BOOL_ONLY, DLA, Generation, generation
 
 GRAPH = "<graph>"
 _INTEGER_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
@@ -146,6 +146,7 @@ def _node_problems(node: onnx.NodeProto, gen: Generation, consts: dict[str, np.n
                    "only in INT32; build it from integers and Cast")
     if op == "Cast" and attrs.get("to") in _INTEGER_TYPES and types.get(inputs[0]) == TensorProto.FLOAT16:
         out.append(f"casts FLOAT16 to {TensorProto.DataType.Name(attrs['to'])}: {_FP16_INDEX}")
+    out += _type_problems(op, inputs, types, gen)
     if op == "Split" and "num_outputs" in attrs and not gen.split_num_outputs:
         out.append("num_outputs (opset 18) is ignored: this parser splits into floor-sized chunks, "
                    "so an uneven split gets wrong sizes; give the split sizes as input 1")
@@ -157,6 +158,33 @@ def _node_problems(node: onnx.NodeProto, gen: Generation, consts: dict[str, np.n
         if ignored:
             out.append(f"{', '.join(ignored)} (opset 18) silently ignored by this parser")
     return out
+
+
+def _type_problems(op: str, inputs: list[str], types: dict[str, int], gen: Generation) -> list[str]:
+    """The importer's input-type rules (``refused_input_types``, ``BOOL_ONLY``) on ONNX type inference's types; a
+    tensor whose type inference cannot tell is not judged. 8.x parsers narrow INT64 to INT32 first."""
+    def name(tensor: str) -> str | None:
+        elem = types.get(tensor)
+        if not elem:
+            return None
+        dtype = TensorProto.DataType.Name(elem)
+        return "INT32" if dtype == "INT64" and gen.int64_as_int32 else dtype
+
+    out = []
+    if op in BOOL_ONLY:
+        wrong = [(t, name(t)) for t in inputs if t and name(t) not in (None, "BOOL")]
+        out += [f"input '{t}' is {d}: the TensorRT {gen.name} importer takes only BOOL for {op}" for t, d in wrong[:1]]
+    refused = gen.refused_input_types.get(op, frozenset())
+    data = inputs[1:3] if op == "Where" else inputs if op in _ELEMENTWISE else inputs[:1]
+    for tensor in data:
+        dtype = name(tensor) if tensor else None
+        if dtype in refused:
+            out.append(f"input '{tensor}' is {dtype}: the TensorRT {gen.name} importer refuses {dtype} for {op}")
+            break
+    return out
+
+
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Max", "Min"}
 
 
 def float_layers(model: onnx.ModelProto, names: list[str]) -> list[str]:

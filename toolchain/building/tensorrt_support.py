@@ -41,6 +41,8 @@ class Generation:
     resize_opset18_attributes: bool  # Resize antialias/keep_aspect_ratio_policy/axes are read, not ignored
     fp16_range: bool  # Range takes FP16 inputs (the docs say so; the importer rejects them)
     range_dynamic_float: bool  # a FLOAT Range whose inputs are not all initializers imports (8.2: INT32 only)
+    int64_as_int32: bool  # the parser narrows every INT64 tensor to INT32 before an importer sees it (8.x)
+    refused_input_types: dict[str, frozenset[str]]  # op → ONNX element types its importer refuses for data inputs
     python_api: frozenset[str]  # dotted for enum members ("BuilderFlag.FP16"), plain for methods/properties
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -73,6 +75,19 @@ _OPS_11 = _OPS_10_1 | {"Attention", "BlackmanWindow", "HammingWindow", "HannWind
                        "RotaryEmbedding", "STFT", "Swish", "TensorScatter"}  # read at 11.1 only
 
 _FP8, _INT4, _FP4 = "FLOAT8E4M3FN", "INT4", "FLOAT4E2M1"
+
+# Input types the importers refuse, for the ops FeatherFace's graphs use (checked on ONNX type inference by the lint).
+# Element-wise ops go through elementwiseCheck: arithmetic, comparisons, Max/Min refuse BOOL (8.2: Equal too; from
+# 8.5 "Equal supports all types"); And/Or/Xor take BOOL only (BOOL_ONLY, every generation).
+_BOOL_REFUSED_8_2 = ("Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Max",
+                     "Min")  # LessOrEqual/GreaterOrEqual are imported as LESS/GREATER or EQUAL
+_BOOL_REFUSED_8_5 = tuple(op for op in _BOOL_REFUSED_8_2 if op != "Equal")
+_TYPES_8_2 = {**{op: frozenset({"BOOL"}) for op in _BOOL_REFUSED_8_2},
+              "Gather": frozenset({"BOOL"}), "GatherElements": frozenset({"BOOL"}),
+              "Resize": frozenset({"INT32", "BOOL"}), "Where": frozenset({"BOOL"}),  # Where: its x and y
+              "Floor": frozenset({"INT32", "BOOL"})}  # unary ops without an integer path
+_TYPES_LATER = {op: frozenset({"BOOL"}) for op in _BOOL_REFUSED_8_5}
+BOOL_ONLY = ("And", "Or", "Xor")
 
 # Python API names by the tags they are present at (scan of python/src at 8.2.1 … v11.1).
 _API_ALL = frozenset({
@@ -113,7 +128,7 @@ TABLES: dict[str, Generation] = {
     "8.2": Generation(
         name="8.2", max_opset=13, onnx_ops=_OPS_8_2, reduce_axes_input=False, dq_input_types=frozenset({"INT8"}),
         deform_conv=False, registers_plugins=True, split_num_outputs=False, pad_axes_input=False,
-        resize_opset18_attributes=False, fp16_range=False, range_dynamic_float=False,
+        resize_opset18_attributes=False, fp16_range=False, range_dynamic_float=False, int64_as_int32=True, refused_input_types=_TYPES_8_2,
         python_api=_API_ALL | _API_BINDINGS | _API_WEAK_TYPING,
         sources={"max_opset": f"{_P82}:docs/operators.md:5", "onnx_ops": f"{_P82}:docs/operators.md",
                  "reduce_axes_input": f"{_P82}:builtin_op_importers.cpp:3445",
@@ -126,12 +141,16 @@ TABLES: dict[str, Generation] = {
                  "fp16_range": f"{_P82}:builtin_op_importers.cpp:3351",
                  # float only when start, limit and delta are all initializers; else "For range operator with
                  # dynamic inputs, this version of TensorRT only supports INT32!" (INT64 arrives narrowed to INT32)
-                 "range_dynamic_float": f"{_P82}:builtin_op_importers.cpp:3341"}
+                 "range_dynamic_float": f"{_P82}:builtin_op_importers.cpp:3341",
+                 "int64_as_int32": f"{_P82}:onnx2trt_utils.cpp:350",
+                 "refused_input_types": f"{_P82}:onnx2trt_utils.cpp:825-848 (elementwiseCheck), :2026-2033 (unary); "
+                                        "builtin_op_importers.cpp:1468 (Gather), :1486 (GatherElements), :3498 (Resize), "
+                                        ":4706 (Where)"}
         | _api_sources("8.2.1", Logger=476, execute_async_v2=600)),
     "8.5": Generation(
         name="8.5", max_opset=17, onnx_ops=_OPS_8_5, reduce_axes_input=False, dq_input_types=frozenset({"INT8"}),
         deform_conv=False, registers_plugins=True, split_num_outputs=False, pad_axes_input=False,
-        resize_opset18_attributes=False, fp16_range=False, range_dynamic_float=True,
+        resize_opset18_attributes=False, fp16_range=False, range_dynamic_float=True, int64_as_int32=True, refused_input_types=_TYPES_LATER,
         python_api=_API_ALL | _API_BINDINGS | _API_IO_TENSORS | _API_WEAK_TYPING,
         sources={"max_opset": f"{_P85}:docs/operators.md:5", "onnx_ops": f"{_P85}:docs/operators.md",
                  "onnx_ops.8.5.2": f"{_P852}:docs/operators.md",
@@ -143,12 +162,14 @@ TABLES: dict[str, Generation] = {
                  "pad_axes_input": f"{_P85}:builtin_op_importers.cpp:3260",
                  "resize_opset18_attributes": f"{_P85}:builtin_op_importers.cpp:3685",
                  "fp16_range": f"{_P85}:builtin_op_importers.cpp:3530",
-                 "range_dynamic_float": f"{_P85}:builtin_op_importers.cpp:3530"}
+                 "range_dynamic_float": f"{_P85}:builtin_op_importers.cpp:3530",
+                 "int64_as_int32": f"{_P85}:onnx2trt_utils.cpp:361",
+                 "refused_input_types": f"{_P85}:onnx2trt_utils.cpp:857 (elementwiseCheck: 'Equal supports all types')"}
         | _api_sources("8.5.2", Logger=586, execute_async_v2=793, execute_async_v3=839)),
     "8.6": Generation(
         name="8.6", max_opset=17, onnx_ops=_OPS_8_6, reduce_axes_input=False, dq_input_types=frozenset({"INT8"}),
         deform_conv=False, registers_plugins=True, split_num_outputs=False, pad_axes_input=False,
-        resize_opset18_attributes=False, fp16_range=False, range_dynamic_float=True,
+        resize_opset18_attributes=False, fp16_range=False, range_dynamic_float=True, int64_as_int32=True, refused_input_types=_TYPES_LATER,
         python_api=_API_ALL | _API_BINDINGS | _API_IO_TENSORS | _API_WEAK_TYPING,
         sources={"max_opset": f"{_P86}:docs/operators.md:5", "onnx_ops": f"{_P86}:docs/operators.md",
                  "reduce_axes_input": f"{_P86}:builtin_op_importers.cpp:3685",
@@ -159,12 +180,14 @@ TABLES: dict[str, Generation] = {
                  "pad_axes_input": f"{_P86}:builtin_op_importers.cpp:3312",
                  "resize_opset18_attributes": f"{_P86}:builtin_op_importers.cpp:3732",
                  "fp16_range": f"{_P86}:builtin_op_importers.cpp:3577",
-                 "range_dynamic_float": f"{_P86}:builtin_op_importers.cpp:3577"}
+                 "range_dynamic_float": f"{_P86}:builtin_op_importers.cpp:3577",
+                 "int64_as_int32": f"{_P86}:onnx2trt_utils.cpp:358",
+                 "refused_input_types": f"{_P86}:onnx2trt_utils.cpp:865 (elementwiseCheck)"}
         | _api_sources("v8.6.1", Logger=618, execute_async_v2=825, execute_async_v3=871)),
     "10.0": Generation(
         name="10.0", max_opset=20, onnx_ops=_OPS_10_0, reduce_axes_input=True, dq_input_types=frozenset({"INT8", _FP8, _INT4}),
         deform_conv=False, registers_plugins=False, split_num_outputs=True, pad_axes_input=True,
-        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True,
+        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True, int64_as_int32=False, refused_input_types=_TYPES_LATER,
         python_api=_API_ALL | _API_IO_TENSORS | _API_WEAK_TYPING | _API_STRONG,
         sources={"max_opset": f"{_P100}:docs/operators.md:5", "onnx_ops": f"{_P100}:docs/operators.md",
                  "reduce_axes_input": f"{_P100}:onnxOpImporters.cpp:4307",
@@ -175,12 +198,14 @@ TABLES: dict[str, Generation] = {
                  "pad_axes_input": f"{_P100}:docs/operators.md:132",
                  "resize_opset18_attributes": f"{_P100}:onnxOpCheckers.cpp:584",
                  "fp16_range": f"{_P100}:onnxOpImporters.cpp:4159",
-                 "range_dynamic_float": f"{_P100}:onnxOpImporters.cpp:4159"}
+                 "range_dynamic_float": f"{_P100}:onnxOpImporters.cpp:4159",
+                 "int64_as_int32": f"{_P100}:importerUtils.cpp:326",
+                 "refused_input_types": f"{_P100}:importerUtils.cpp:534-550 (elementwise: 'with type BOOL')"}
         | _api_sources("v10.0.1", Logger=752, execute_async_v3=1067)),
     "10.1": Generation(
         name="10.1", max_opset=20, onnx_ops=_OPS_10_1, reduce_axes_input=True, dq_input_types=frozenset({"INT8", _FP8, _INT4}),
         deform_conv=True, registers_plugins=False, split_num_outputs=True, pad_axes_input=True,
-        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True,
+        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True, int64_as_int32=False, refused_input_types=_TYPES_LATER,
         python_api=_API_ALL | _API_IO_TENSORS | _API_WEAK_TYPING | _API_STRONG,
         sources={"max_opset": f"{_P101}:docs/operators.md:5", "onnx_ops": f"{_P101}:docs/operators.md",
                  "reduce_axes_input": f"{_P101}:onnxOpImporters.cpp:4340",
@@ -192,14 +217,16 @@ TABLES: dict[str, Generation] = {
                  "pad_axes_input": f"{_P101}:docs/operators.md:135",
                  "resize_opset18_attributes": f"{_P101}:onnxOpCheckers.cpp:586",
                  "fp16_range": f"{_P101}:onnxOpImporters.cpp:4192",
-                 "range_dynamic_float": f"{_P101}:onnxOpImporters.cpp:4192"}
+                 "range_dynamic_float": f"{_P101}:onnxOpImporters.cpp:4192",
+                 "int64_as_int32": f"{_P101}:importerUtils.cpp:326",
+                 "refused_input_types": f"{_P101}:importerUtils.cpp:534-550 (elementwise: 'with type BOOL')"}
         | _api_sources("v10.1.0", Logger=757, execute_async_v3=1074)),
     # 10.3: parser commit 62bdde2a04fc (parsers/onnx at v10.3.0) is not mirrored: the 10.1 facts plus the
     # 10.2/10.3 changelog entries (no new operator, no opset bump; Slice takes tensor axes).
     "10.3": Generation(
         name="10.3", max_opset=20, onnx_ops=_OPS_10_3, reduce_axes_input=True, dq_input_types=frozenset({"INT8", _FP8, _INT4}),
         deform_conv=True, registers_plugins=False, split_num_outputs=True, pad_axes_input=True,
-        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True,
+        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True, int64_as_int32=False, refused_input_types=_TYPES_LATER,
         python_api=_API_ALL | _API_IO_TENSORS | _API_WEAK_TYPING | _API_STRONG,
         sources={"derived_from": f"{_P101} + {_T}v10.3.0:CHANGELOG.md:13",
                  "max_opset": f"{_P101}:docs/operators.md:5", "onnx_ops": f"{_P101}:docs/operators.md",
@@ -212,13 +239,15 @@ TABLES: dict[str, Generation] = {
                  "pad_axes_input": f"{_P101}:docs/operators.md:135",
                  "resize_opset18_attributes": f"{_P101}:onnxOpCheckers.cpp:586",
                  "fp16_range": f"{_P101}:onnxOpImporters.cpp:4192",
-                 "range_dynamic_float": f"{_P101}:onnxOpImporters.cpp:4192"}
+                 "range_dynamic_float": f"{_P101}:onnxOpImporters.cpp:4192",
+                 "int64_as_int32": f"{_P101}:importerUtils.cpp:326",
+                 "refused_input_types": f"{_P101}:importerUtils.cpp:534-550 (elementwise: 'with type BOOL')"}
         | _api_sources("v10.3.0", Logger=757, execute_async_v3=1074)),
     # 11 = 11.0/11.1; facts read at 11.1 only (docs at 7c51a63; importer code seen only at the 10.15 era).
     "11": Generation(
         name="11", max_opset=24, onnx_ops=_OPS_11, reduce_axes_input=True, dq_input_types=frozenset({"INT8", _FP8, _FP4, _INT4}),
         deform_conv=True, registers_plugins=False, split_num_outputs=True, pad_axes_input=True,
-        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True,
+        resize_opset18_attributes=True, fp16_range=False, range_dynamic_float=True, int64_as_int32=False, refused_input_types=_TYPES_LATER,
         python_api=_API_ALL | _API_IO_TENSORS | _API_STRONG,
         sources={"max_opset": f"{_P111}:docs/operators.md:5", "onnx_ops": f"{_P111}:docs/operators.md",
                  "reduce_axes_input": f"{_P111}:docs/operators.md",  # "`axes` must be an initializer" rows
@@ -229,7 +258,9 @@ TABLES: dict[str, Generation] = {
                  "pad_axes_input": f"{_P111}:docs/operators.md",
                  "resize_opset18_attributes": f"{_P111}:docs/operators.md",
                  "fp16_range": "onnx/onnx-tensorrt@10.15-era(index id 4212186859):onnxOpImporters.cpp",
-                 "range_dynamic_float": "onnx/onnx-tensorrt@10.15-era(index id 4212186859):onnxOpImporters.cpp"}
+                 "range_dynamic_float": "onnx/onnx-tensorrt@10.15-era(index id 4212186859):onnxOpImporters.cpp",
+                 "int64_as_int32": f"{_P101}:importerUtils.cpp (INT64 native from 10.0)",
+                 "refused_input_types": f"{_P101}:importerUtils.cpp:534-550 (as 10.1)"}
         | _api_sources("v11.1", Logger=996, execute_async_v3=1333)),
 }
 
