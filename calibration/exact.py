@@ -112,6 +112,7 @@ def integer_exact(model: onnx.ModelProto, name: str = "model") -> onnx.ModelProt
         x_dq, w_dq = pair
         x_scale, x_zero = _dq_parts(edit, x_dq, name)
         w_scale, w_zero = _dq_parts(edit, w_dq, name)
+        half = edit.array(x_dq.input[1]).dtype == np.float16  # an FP16 graph (TensorRT 11's int8-fp16) stays FP16
         if np.any(w_zero != 0):
             raise ArtifactError(f"{name}: {w_dq.name} has a non-zero weight zero point (symmetric weights expected)")
         if x_scale.size != 1:
@@ -133,15 +134,19 @@ def integer_exact(model: onnx.ModelProto, name: str = "model") -> onnx.ModelProt
         steps.append(helper.make_node("Conv", [x_float, weights], [acc], name=node.name,
                                       **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
         has_bias = len(node.input) > 2 and node.input[2]
-        scaled = edit.fresh(f"{node.name}_scaled") if has_bias else node.output[0]
+        result = edit.fresh(f"{node.name}_float32") if half else node.output[0]
+        scaled = edit.fresh(f"{node.name}_scaled") if has_bias else result
         steps.append(helper.make_node("Mul", [acc, scale_name], [scaled], name=edit.fresh(f"{node.name}_rescale")))
         if has_bias:
             bias = edit.array(node.input[2])
             if bias is None:
                 raise ArtifactError(f"{name}: {node.name} has a non-constant bias")
             bias_name = edit.add_constant(f"{node.name}_bias", bias.astype(np.float32).reshape(1, -1, 1, 1))
-            steps.append(helper.make_node("Add", [scaled, bias_name], [node.output[0]],
+            steps.append(helper.make_node("Add", [scaled, bias_name], [result],
                                           name=edit.fresh(f"{node.name}_bias_add")))
+        if half:
+            steps.append(helper.make_node("Cast", [result], [node.output[0]], name=edit.fresh(f"{node.name}_to_fp16"),
+                                          to=onnx.TensorProto.FLOAT16))
         new_nodes[node.name] = steps
     nodes = []
     for node in model.graph.node:

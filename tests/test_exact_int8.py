@@ -319,3 +319,17 @@ def test_the_ap_verdict_is_measured_with_exact_semantics(minmax_int8, v1_onnx, s
     assert result["int8_semantics"] == "exact-int32" and result["ap"] == exact
     own = evaluate_folder(OnnxRuntimeRunner(minmax_int8, int8="kernels"), small_val).ap
     assert result["host_kernels"]["ap"] == own and result["host_kernels"]["cpu"] == cpu_features()
+
+
+def test_exact_semantics_keep_an_fp16_int8_graph_in_fp16(minmax_int8, tmp_path):
+    """TensorRT 11's int8-fp16 graph (the float part in FP16) loads through the exact runner and agrees with the
+    FP32 Q/DQ graph's exact outputs to FP16 precision."""
+    from toolchain.stages.quantize import fp16_onnx
+
+    half = fp16_onnx(minmax_int8, tmp_path / "int8-fp16.onnx")
+    image = cv2.resize(cv2.imread(str(sorted((VAL / "images").rglob("*.jpg"))[3])), (320, 256))
+    x = preprocess(image)[None]
+    runner = OnnxRuntimeRunner(half)
+    assert runner.int8 == "exact"
+    conf_half, conf_full = runner.infer(x)[1], OnnxRuntimeRunner(minmax_int8).infer(x)[1]
+    assert np.median(np.abs(conf_half - conf_full)) < 0.01
