@@ -167,7 +167,7 @@ def detect_cmd(model, weights, backend, onnx, threads, source, out, score_thresh
         try:
             image = read_image(path)
         except FeatherFaceError as exc:
-            if fail_fast:
+            if fail_fast or source.is_file():
                 raise
             click.echo(f"error: {exc}", err=True)
             failed.append(path)
