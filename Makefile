@@ -33,7 +33,7 @@ bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/toolchain bench --model featherface-v1 --model retinaface-mnet0.25 --json build/bench/bench.json --report build/bench
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info
