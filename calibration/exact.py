@@ -38,10 +38,6 @@ class ConvBound:
     worst_sum: int  # max over output channels of max|q_x − zp_x| · Σ|q_w|: a bound on every partial sum
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
 def _quantized_conv_inputs(edit: GraphEdit, node: onnx.NodeProto):
     """(activation DQ, weight DQ) when ``node`` is a Conv on a dequantized activation and constant weights."""
     if node.op_type != "Conv" or len(node.input) < 2:
