@@ -25,8 +25,8 @@ from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner, exact_sess
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.building.targets import load_target
 from toolchain.measuring.evaluate import evaluate_folder
-from toolchain.runtime.featherface_runtime import (CPU_FLAGS_ENV, FaceDetector, cpu_features, int8_warning,
-                                                   onnxruntime_session)
+from toolchain.runtime.featherface_runtime import (CPU_FLAGS_ENV, FaceDetector, architecture_warning, cpu_features,
+                                                   int8_warning, onnxruntime_session)
 from toolchain.stages.bundle import write_bundle
 from toolchain.stages.engine import build_engine
 
@@ -272,6 +272,10 @@ def test_warning_is_one_line_for_int8_bundles_on_saturating_cpus():
     assert int8_warning(manifest, dict(avx2, flags=["avx2", "avx512_vnni"], exact_int8=True)) is None
     assert int8_warning(dict(manifest, precision="fp32"), avx2) is None
     assert int8_warning(dict(manifest, runtime="tensorrt"), avx2) is None
+    arm = {"arch": "aarch64", "flags": [], "exact_int8": True}
+    assert architecture_warning({"checked_on": ["x86_64", "aarch64"]}, arm) is None
+    assert "checked on x86_64 only; aarch64" in architecture_warning({"checked_on": ["x86_64"]}, arm)
+    assert architecture_warning({}, arm) is None  # bundles from before the record: nothing claimed, nothing said
 
 
 def test_int8_cpu_bundle_records_its_semantics_and_warns_on_a_saturating_cpu(minmax_int8, v1_onnx, tmp_path,

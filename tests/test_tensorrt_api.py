@@ -18,8 +18,7 @@ from toolchain.runtime.featherface_runtime import TENSORRT_IO, BundleError, io_c
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "toolchain" / "runtime" / "featherface_runtime.py"
 KIT = ROOT / "toolchain" / "kit" / "build_engine.py"
-DEVICE_FILES = [RUNTIME, KIT, ROOT / "toolchain" / "runtime" / "detect_folder.py",
-                ROOT / "toolchain" / "runtime" / "bench_engine.py"]
+DEVICE_FILES = sorted((ROOT / "toolchain" / "runtime").glob("*.py")) + [KIT]  # everything shipped to devices
 GENERATIONS = {key: tuple(int(p) for p in key.split(".")) + ((0,) if "." not in key else ())
                for key in support.TABLES}
 UNIVERSE = set().union(*(g.python_api for g in support.TABLES.values()))

@@ -13,8 +13,10 @@ from featherface.errors import FeatherFaceError, first_line
 from featherface.postprocess import Detections, PostprocessConfig
 from featherface.preprocess import list_images
 from toolchain import __version__
-from toolchain.building.artifacts import write_bytes, write_json
+from toolchain.building.artifacts import atomic_output, write_bytes, write_json
 from toolchain.backends.base import Runner
+from toolchain.runtime.featherface_stream import (Source, StreamError, annotate, is_stream_source, open_source,
+                                                  process_stream, summary_line)
 
 
 class _Group(click.Group):
@@ -23,7 +25,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except FeatherFaceError as exc:
+        except (FeatherFaceError, StreamError) as exc:  # StreamError: the torch-free stream code's own
             raise click.ClickException(str(exc)) from None
         except OSError as exc:  # a folder that cannot be created, a disk that is full: the path and the reason
             where = exc.filename if exc.filename is not None else "error"
@@ -128,37 +130,72 @@ def _detections_json(path: Path, shape: tuple[int, ...], dets: Detections) -> di
     }
 
 
-def _annotate(image: np.ndarray, dets: Detections) -> np.ndarray:
-    out = image.copy()
-    for box, score, lm in zip(dets.boxes, dets.scores, dets.landmarks):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), 2)
-        cv2.putText(out, f"{score:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
-        for x, y in lm.reshape(5, 2):
-            cv2.circle(out, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1)
-    return out
-
-
 @main.command("detect")
 @model_option
 @weights_option
 @_add(backend_options)
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.argument("source")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (images: <name>.json + annotated .jpg).")
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--nms-threshold", type=click.FloatRange(0, 1), default=0.4, show_default=True)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first image that cannot be read.")
+@click.option("--stream", is_flag=True, help="Treat a folder of images as one frame sequence (a stream).")
+@click.option("--jsonl", type=click.Path(path_type=Path, allow_dash=True), default="-", show_default=True,
+              help="Streams: one JSON line per frame here ('-': stdout).")
+@click.option("--video-out", type=click.Path(path_type=Path), help="Streams: write the annotated video (.mp4, .avi).")
+@click.option("--queue", "queue_size", type=click.IntRange(1, 256), default=None,
+              help="Streams: frames waiting between the decoding and the detecting thread (default 4; 1 with --drop).")
+@click.option("--drop", is_flag=True, help="Streams: drop the oldest waiting frame when detection falls behind "
+                                           "(live cameras); otherwise every frame is detected.")
+@click.option("--sequential", is_flag=True, help="Streams: decode and detect on one thread (for comparison).")
+@click.option("--realtime", is_flag=True, help="Streams: play a file at its own frame rate, as a camera delivers.")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Streams: stop after this many frames.")
+@click.option("--summary", type=click.Path(path_type=Path), help="Streams: write frames/s and p50/p90 as JSON.")
 def detect_cmd(model, weights, backend, onnx, threads, source, out, score_threshold, nms_threshold,
-               fail_fast) -> None:
-    """Detect faces in an image or a folder; writes <name>.json and an annotated <name>.jpg per image.
+               fail_fast, stream, jsonl, video_out, queue_size, drop, sequential, realtime, max_frames, summary) -> None:
+    """Detect faces in an image, a folder of images, a video file, an image sequence or a camera.
 
-    An image that cannot be read is one error line and the others are still processed; the exit code is 1 when
-    any failed (--fail-fast stops at the first)."""
-    from featherface.preprocess import read_image
+    Images: <name>.json and an annotated <name>.jpg per image in --out; an image that cannot be read is one error
+    line and the others are still processed; the exit code is 1 when any failed (--fail-fast stops at the first).
+    Streams (a video file, "frames/%05d.jpg", a camera index such as 0, or a folder with --stream): decoded on one
+    thread and detected on another, one JSON line per frame, frames/s and per-frame p50/p90 at the end."""
     from toolchain.backends.inference import detect_array
 
-    runner = _runner(model, weights, backend, onnx, threads)
     config = PostprocessConfig(score_threshold=score_threshold, nms_threshold=nms_threshold)
+    streaming = stream or is_stream_source(source)
+    if not streaming and not Path(source).exists():
+        raise FeatherFaceError(f"{source}: no such file or folder")
+    if not streaming and out is None:
+        raise click.UsageError("images need --out FOLDER")
+    opened = open_source(source, realtime) if streaming else None  # a bad source fails before a model loads
+    runner = _runner(model, weights, backend, onnx, threads)
+    detect = lambda frame: detect_array(runner, frame, config)  # noqa: E731
+    if streaming:
+        _detect_stream(opened, lambda frame: _faces(detect(frame)), jsonl, video_out, queue_size, drop, sequential,
+                       max_frames, summary)
+    else:
+        _detect_images(detect, Path(source), out, fail_fast)
+
+
+def _faces(dets: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return dets.boxes, dets.scores, dets.landmarks
+
+
+def _detect_stream(opened: Source, detect, jsonl: Path, video_out: Path | None, queue_size: int | None, drop: bool,
+                   sequential: bool, max_frames: int | None, summary: Path | None) -> None:
+    if str(jsonl) == "-":
+        result = process_stream(opened, detect, sys.stdout, video_out, queue_size, drop, sequential, max_frames)
+    else:
+        with atomic_output(jsonl) as tmp, open(tmp, "w") as lines:
+            result = process_stream(opened, detect, lines, video_out, queue_size, drop, sequential, max_frames)
+    click.echo(summary_line(result), err=True)
+    if summary:
+        write_json(summary, result)
+
+
+def _detect_images(detect, source: Path, out: Path, fail_fast: bool) -> None:
+    from featherface.preprocess import read_image
+
     images = [source] if source.is_file() else list_images(source)
     if not images:
         raise FeatherFaceError(f"{source}: no images found")
@@ -172,11 +209,11 @@ def detect_cmd(model, weights, backend, onnx, threads, source, out, score_thresh
             click.echo(f"error: {exc}", err=True)
             failed.append(path)
             continue
-        dets = detect_array(runner, image, config)
+        dets = detect(image)
         rel = path.name if source.is_file() else path.relative_to(source).as_posix()
         target = out / rel
         write_json(target.with_suffix(".json"), _detections_json(path, image.shape, dets))
-        ok, encoded = cv2.imencode(".jpg", _annotate(image, dets))
+        ok, encoded = cv2.imencode(".jpg", annotate(image, *_faces(dets)))
         write_bytes(target.with_suffix(".jpg"), encoded.tobytes())
         click.echo(f"{path}: {len(dets)} faces")
     if failed:
@@ -587,7 +624,8 @@ def _frontier_entry(text: str) -> tuple[str, Path | None]:
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="One JSON object per stage.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write Markdown + HTML report with plots here.")
 @click.option("--peer", "peers", multiple=True, type=click.Path(path_type=Path),
-              help="YuNet ONNX peer row(s), timed with the first model (default: the shared yunet_n_dynamic.onnx).")
+              help="Peer detector ONNX (YuNet or SCRFD with keypoints), timed with the first model (default: the shared "
+                   "YuNet-n, SCRFD-500M and SCRFD-2.5G).")
 @click.option("--no-peers", is_flag=True)
 @click.option("--frontier", "frontier", multiple=True, metavar="MODEL[=WEIGHTS]",
               help="Accuracy–speed frontier instead of the stage rows: the first --model and each of these (a pruned "
@@ -607,7 +645,8 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
 
     from toolchain.bench import (STAGES, Stage, bench_model, default_stages, environment, frontier_stages,
                                            model_size, table)
-    from toolchain.measuring.peers import YuNet
+    from toolchain.measuring.peers import DEFAULT_PEERS, load_peer
+    from toolchain.measuring.torch_reference import isolated_reference
     from toolchain.building.artifacts import model_dir
     from toolchain.pipeline import prepare_artifacts
     from toolchain.building.targets import load_target
@@ -619,15 +658,16 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
     unknown = sorted(set(wanted) - set(STAGES))
     if unknown:
         raise click.UsageError(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
-    threads = threads or os.cpu_count()
+    threads_given, threads = threads, threads or os.cpu_count()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     profile = load_target(target)
     if not peers and not no_peers:
-        shared_peer = paths.shared_dir() / "weights" / "peers" / "yunet_n_dynamic.onnx"
-        peers = (shared_peer,) if shared_peer.is_file() else ()
-    peer_stages = [] if no_peers else [Stage(f"peer-{p.stem}", "opencv", "fp32", lambda p=p: YuNet(p), p, peer=True)
-                                       for p in peers]
+        peers = tuple(p for p in (paths.shared_dir() / "weights" / "peers" / name for name in DEFAULT_PEERS)
+                      if p.is_file())
+    loaded = {p: load_peer(p, threads) for p in peers} if not no_peers else {}
+    peer_stages = [Stage(f"peer-{p.stem.removesuffix('_dynamic')}", peer.backend, peer.precision,
+                         lambda peer=peer: peer, p, peer=True) for p, peer in loaded.items()]
     data = data or paths.default_val_dir()
     square = tuple((int(s), int(s)) for s in sizes.split(","))
     echo = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -654,14 +694,20 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
             if model == models[0]:
                 chosen += peer_stages
             size = model_size(model)
-            for row in bench_model(model, chosen, data, square, runs, echo=echo, threads=threads, shifts=shift_names):
+            alone = None
+            if chosen and chosen[0].backend == "torch":
+                alone = (lambda sizes, n, n8, m=model, w=model_weights:
+                         isolated_reference(m, w, data / "images", sizes, n, n8, threads_given))
+            for row in bench_model(model, chosen, data, square, runs, echo=echo, threads=threads, shifts=shift_names,
+                                   isolated=alone):
                 if not row.peer:
                     row.params, row.gflops = size
                 rows.append(row)
     env = environment(threads)
     click.echo(table(rows))
     click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
-               + f"; latency: {runs} interleaved runs after warm-up, batch 1, at {sizes}; ×ref = PyTorch p50 / p50")
+               + f"; latency: {runs} interleaved runs after warm-up, batch 1, at {sizes}; ×ref = PyTorch p50 / p50, "
+               "PyTorch timed alone in its own process with its defaults (interleaved figure in the JSON)")
     if json_out:
         write_json(json_out, {"environment": env, "stages": [r.as_json() for r in rows]})
     if report:

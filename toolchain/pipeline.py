@@ -21,7 +21,7 @@ from featherface.errors import ArtifactError
 from toolchain import __version__
 from toolchain.backends.inference import detect_array, detect_in_profile
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner
-from toolchain.building.artifacts import model_dir, sha256_file
+from toolchain.building.artifacts import model_dir, sha256_file, usual_mode
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.building.targets import Target
 from toolchain.measuring.evaluate import evaluate_detector, evaluate_folder
@@ -94,7 +94,7 @@ class _Steps:
         """Like ``file`` for steps that write several files: built in a temp folder, then renamed."""
 
         def make(target: Path) -> None:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            tmp = usual_mode(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
             try:
                 produce(tmp)
                 os.replace(tmp, target)
@@ -202,7 +202,7 @@ def build_target(model: str, weights: Path, target: Target, precision: str, buil
     artifacts = prepare_artifacts(model, weights, target, (precision,), build_root, calib_dir, echo)
     onnx, sources = artifacts.onnx, artifacts.sources
     bundle = build_root / model_dir(model) / target.name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=bundle.parent))
+    tmp = usual_mode(tempfile.mkdtemp(prefix=f".{target.name}.", dir=bundle.parent))
     try:
         echo(f"[engine] {target.name} ({target.runtime}, {precision})")
         engine = build_engine(target, precision, onnx, tmp, artifacts.trt_cache, threads)

@@ -10,6 +10,15 @@ from typing import Iterator
 from featherface import registry
 
 
+def usual_mode(path: str | Path) -> Path:
+    """Give a file or folder from mkstemp/mkdtemp (0600/0700) the mode a plain create would (umask applied):
+    a bundle copied to a device must stay readable by the user who runs it there."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
@@ -17,6 +26,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    usual_mode(tmp)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -17,6 +17,7 @@ class NumpyName:
     source: str
     keywords: frozenset[str] = frozenset()
     values: dict[str, frozenset[str]] = field(default_factory=dict)  # keyword → accepted string values
+    any_keyword: bool = False  # takes **kwds (savez: arrays by name)
 
 
 NAMES: dict[str, NumpyName] = {
@@ -53,4 +54,7 @@ NAMES: dict[str, NumpyName] = {
     "int32": NumpyName(f"{_N}core/numerictypes.py:338"),
     "int64": NumpyName(f"{_N}core/numerictypes.py:338"),
     "uint8": NumpyName(f"{_N}core/numerictypes.py:338"),
+    "uint64": NumpyName(f"{_N}core/numerictypes.py:338"),
+    "array": NumpyName(f"{_N}add_newdocs.py:672", frozenset({"dtype", "copy", "order", "subok", "ndmin"})),
+    "savez": NumpyName(f"{_N}lib/npyio.py:515", any_keyword=True),  # savez(file, *args, **kwds)
 }

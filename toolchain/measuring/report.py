@@ -28,7 +28,8 @@ COLUMNS = (
     ("max |Δ|, cos", "largest absolute output difference and lowest cosine against the reference, same inputs"),
     ("F1", "detection agreement with the reference at IoU 0.5 (score ≥ 0.5)"),
     ("p50 / p99 ms", "latency percentiles at the first input size, batch 1, interleaved with every stage"),
-    ("×ref", "reference p50 / this stage's p50, same run"),
+    ("×ref", "reference p50 / this stage's p50, same run; the PyTorch reference is timed alone, in its own process "
+             "with PyTorch's defaults (its row shows that figure; its interleaved one is in the JSON)"),
     ("fps@8", "images per second at batch 8"),
     ("MB", "model file size"),
     ("params / GFLOPs", "parameters (thousands) and GFLOPs at 640×640 (2 per multiply-accumulate, featherface.flops)"),

@@ -29,8 +29,11 @@ class StageResult:
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
-    speedup: float | None = None  # reference p50 / this p50, at the first size
-    latency: dict = field(default_factory=dict)  # "HxW" → {p50_ms, p90_ms, p99_ms, runs}
+    speedup: float | None = None  # reference p50 / this p50, at the first size (the isolated figure if measured)
+    latency: dict = field(default_factory=dict)  # "HxW" → {p50_ms, p90_ms, p99_ms, runs}, interleaved
+    # The PyTorch reference in its own process with its defaults (toolchain/measuring/torch_reference.py):
+    # {"threads", "latency": {"HxW": {...}}, "batch8_ms"}; the reference row only.
+    isolated: dict | None = None
     fps_batch8: float | None = None
     size_bytes: int | None = None
     peak_rss_mb: float | None = None

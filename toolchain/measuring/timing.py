@@ -5,11 +5,14 @@ timed in the same rounds see the same conditions, so their ratio is meaningful.
 """
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from featherface.errors import describe
+from featherface.preprocess import list_images, preprocess, read_image
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,14 @@ def interleaved_latency(fns: dict[str, Callable[[], object]], runs: int = 50, wa
             if ms is not None:
                 samples[name].append(ms)
     return {name: np.asarray(v) for name, v in samples.items() if name in live}, errors
+
+
+def timing_images(images_dir: Path, size: tuple[int, int], batch: int) -> list[np.ndarray]:
+    """The first ``batch`` images of a folder resized to ``size`` (repeated when there are fewer): the inputs
+    every timed stage gets, in this process or another."""
+    paths = list_images(images_dir)[:batch]
+    return [cv2.resize(read_image(p), (size[1], size[0])) for p in (paths * batch)[:batch]]
+
+
+def timing_batch(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack([preprocess(image) for image in images])

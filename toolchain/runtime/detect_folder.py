@@ -7,10 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from featherface_runtime import BundleError, FaceDetector  # noqa: E402
+try:
+    import cv2
+    from featherface_runtime import BundleError, FaceDetector
+except ImportError as exc:  # a board without the bundle's packages: one line, not a traceback
+    sys.exit("error: {} is not installed for {}: pip3 install -r {}".format(
+        "opencv-python-headless" if exc.name == "cv2" else exc.name, sys.executable,
+        Path(__file__).resolve().parent / "requirements.txt"))
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 

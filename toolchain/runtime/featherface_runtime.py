@@ -84,6 +84,14 @@ def int8_warning(manifest: dict, cpu: dict) -> Optional[str]:
             .format(EXACT_INT8_CPUS, cpu["arch"], " ".join(cpu["flags"]) or "no 8-bit dot-product flags", figure))
 
 
+def architecture_warning(manifest: dict, cpu: dict) -> Optional[str]:
+    """One line when this CPU's architecture is not one the bundle's target was checked on."""
+    checked = manifest.get("checked_on") or []
+    if not checked or cpu["arch"] in checked or {"amd64": "x86_64", "arm64": "aarch64"}.get(cpu["arch"]) in checked:
+        return None
+    return "this bundle's target was checked on {} only; {} is not among them".format(", ".join(checked), cpu["arch"])
+
+
 class BundleError(Exception):
     """A bundle that is incomplete, tampered with, or built for another machine."""
 
@@ -180,10 +188,21 @@ def disabled_optimizers(onnxruntime_version: str) -> List[str]:
     return ["Pad_Fusion"] if version_tuple(onnxruntime_version) < PAD_FUSION_FIXED else []
 
 
+def import_onnxruntime():
+    """onnxruntime, or a one-line BundleError that says how to install it for this Python."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BundleError("onnxruntime is not installed for {} ({}, Python {}): pip3 install -r {}".format(
+            sys.executable, platform.machine(), platform.python_version(),
+            Path(__file__).resolve().parent / "requirements.txt")) from None
+    return onnxruntime
+
+
 def onnxruntime_session(model: Union[str, bytes], options, providers: List[str], extra_disabled=()):
     """An ONNX Runtime session (``model``: a path or serialized bytes) without this version's faulty rewrites
     (and without ``extra_disabled`` rules)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     disabled = disabled_optimizers(ort.__version__) + list(extra_disabled)
     return ort.InferenceSession(model, options, providers=providers, disabled_optimizers=disabled or None)
@@ -191,8 +210,8 @@ def onnxruntime_session(model: Union[str, bytes], options, providers: List[str],
 
 class OnnxRuntimeModel:
     def __init__(self, path: Path, session: dict) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
+        self.version = ort.__version__
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if session.get("intra_op_num_threads"):
@@ -496,6 +515,7 @@ class TensorRTModel:
         import tensorrt as trt
 
         check_engine_info(info, dict(device_info(), tensorrt_version=trt.__version__), path)
+        self.version = trt.__version__
         check_numpy(np.__version__)
         self.cuda = cuda_memory()
         logger = trt.Logger(trt.Logger.WARNING)
@@ -604,10 +624,11 @@ class FaceDetector:
         self.manifest = load_manifest(self.bundle)
         self.warnings = []
         if self.manifest.get("runtime") == "onnxruntime":
-            warning = int8_warning(self.manifest, cpu_features())
-            if warning:
-                self.warnings.append(warning)
-                print("warning: {}: {}".format(self.bundle, warning), file=sys.stderr)
+            cpu = cpu_features()
+            for warning in (int8_warning(self.manifest, cpu), architecture_warning(self.manifest, cpu)):
+                if warning:
+                    self.warnings.append(warning)
+                    print("warning: {}: {}".format(self.bundle, warning), file=sys.stderr)
             session = dict(self.manifest.get("session", {}))
             if threads:
                 session["intra_op_num_threads"] = threads
@@ -620,6 +641,13 @@ class FaceDetector:
         self.preprocess = self.manifest["preprocess"]
         self.priors = self.manifest["priors"]
         self.defaults = self.manifest["postprocess"]
+
+    def environment(self) -> dict:
+        """Where this detector runs: architecture, Python, numpy, the runtime's version, the INT8 flags."""
+        cpu = cpu_features()
+        return {"arch": cpu["arch"], "python": platform.python_version(), "numpy": np.__version__,
+                self.manifest["runtime"]: self.model.version, "cpu_flags": cpu["flags"],
+                "exact_int8": cpu["exact_int8"]}
 
     def prepare(self, image_bgr: np.ndarray) -> Tuple[np.ndarray, float]:
         """The network input for one image under the bundle's input policy, and the scale applied."""

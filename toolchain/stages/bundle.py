@@ -20,7 +20,8 @@ from toolchain.runtime.featherface_runtime import (EXACT_INT8_CPUS, BundleError,
 
 FORMAT = 1
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
-RUNTIME_FILES = ("featherface_runtime.py", "detect_folder.py", "bench_engine.py", "requirements.txt")
+RUNTIME_FILES = ("featherface_runtime.py", "featherface_stream.py", "detect_folder.py", "detect_stream.py",
+                 "bench_engine.py", "requirements.txt")
 # Written on the device by a kit's build_engine.sh; checked through engine_info.json instead.
 DEVICE_BUILT = ("model.engine", "engine_info.json", "timing.cache", DEVICE_CACHE)
 
@@ -59,6 +60,7 @@ def write_bundle(folder: Path, model: str, target: Target, precision: str, engin
         "engine_info": engine.engine_info,
         "note": engine.note,
         "dcn_lowering": onnx_metadata.get("dcn_lowering"), "opset": onnx_metadata.get("opset"),
+        "checked_on": list(target.checked_on),
         "sources": sources,
         "accuracy": accuracy,
         "int8": int8_record(accuracy) if precision == "int8" else None,
