@@ -32,6 +32,7 @@ def test_shipped_targets_load():
     assert load_target("jetson-xavier").int8.mode == "calibrator"
     assert load_target("cpu").int8.activations == "s8"
     assert load_target("x86-cuda").int8.noise_threshold_db == 25.0  # the default when not given
+    assert load_target("cpu").checked_on == ("x86_64", "aarch64") and load_target("jetson-orin").checked_on == ()
     for name in ("cpu", "jetson-orin"):  # built for grayscale/IR cameras; low light withdrawn (targets/cpu.toml)
         assert load_target(name).int8.shifts == ("grayscale",)
         assert load_target(name).int8.noise_threshold_db == 30.0
@@ -58,6 +59,9 @@ def test_shipped_targets_load():
     (lambda s: s.replace("opset = 19", "opset = 12"), "out of range 13–23"),
     (lambda s: 'alias = "jetson-orin"\n' + s, "an alias takes only 'alias' and 'description'"),
     (lambda s: 'alias = "mars"\n', "'alias' must name a target profile"),
+    (lambda s: 'checked_on = ["aarch64"]\n' + s, "'checked_on' lists CPU architectures"),  # a TensorRT target
+    (lambda s: 'checked_on = ["riscv64"]\n' + s.replace('runtime = "tensorrt"', 'runtime = "onnxruntime"'),
+     "'checked_on' lists CPU architectures"),
 ])
 def test_bad_target_files_are_rejected_with_the_file_name(tmp_path, change, message):
     path = tmp_path / "bad.toml"

@@ -11,6 +11,7 @@ TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
 RUNTIMES = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 LOWERINGS = ("native", "decomposed")
+ARCHITECTURES = ("x86_64", "aarch64")  # what an ONNX Runtime target can name in 'checked_on'
 PLATFORMS = ("any", "jetson", "x86_64")  # where an engine for the target can be built: only on the target itself
 EXPORT_MIN_OPSET = 18  # what the exporter writes; lower target opsets are reached by the opset stage
 INT8_MODES = ("qdq", "calibrator")
@@ -60,6 +61,7 @@ class Target:
     dla_core: int | None = None
     gpu_fallback: bool = False
     int8: Int8Settings = Int8Settings()
+    checked_on: tuple[str, ...] = ()  # CPU architectures its bundles were run on (ONNX Runtime targets)
     path: Path | None = None
 
     @property
@@ -79,8 +81,8 @@ class Target:
 
 _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": str, "precisions": list,
         "default_precision": str, "opset": int, "dcn_lowering": str, "workspace_mb": int, "profile": dict,
-        "dla": dict, "int8": dict, "platform": str, "alias": str, "lean": bool}
-_REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias", "lean"}
+        "dla": dict, "int8": dict, "platform": str, "alias": str, "lean": bool, "checked_on": list}
+_REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias", "lean", "checked_on"}
 _DLA = {"core": int, "gpu_fallback": bool}
 _INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float,
          "shifts": list}
@@ -156,11 +158,15 @@ def parse_target(path: Path) -> Target:
         raise _fail(path, "'dla.core' must be ≥ 0")
     if "core" in dla and not lo == opt == hi:
         raise _fail(path, "DLA has no dynamic dimensions: 'profile' min, opt and max must be equal")
+    checked_on = tuple(data.get("checked_on", ()))
+    if any(arch not in ARCHITECTURES for arch in checked_on) or checked_on and data["runtime"] != "onnxruntime":
+        raise _fail(path, f"'checked_on' lists CPU architectures ({', '.join(ARCHITECTURES)}) of an ONNX Runtime "
+                          "target (TensorRT engines are tied to their 'platform')")
     int8 = _int8(path, data.get("int8", {}), data["runtime"], data["min_runtime_version"])
     return Target(data["name"], data["description"], data["runtime"], data["min_runtime_version"],
                   tuple(data["precisions"]), data["default_precision"], data["opset"], data["dcn_lowering"],
                   data["workspace_mb"], Profile(lo, opt, hi), platform, data.get("lean", False), dla.get("core"),
-                  dla.get("gpu_fallback", False), int8, path)
+                  dla.get("gpu_fallback", False), int8, checked_on, path)
 
 
 def _alias(path: Path, data: dict) -> Target:
