@@ -706,8 +706,10 @@ def bench_cmd(models, weights, data, stages, target, sizes, runs, threads, build
     env = environment(threads)
     click.echo(table(rows))
     click.echo("setup: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None)
-               + f"; latency: {runs} interleaved runs after warm-up, batch 1, at {sizes}; ×ref = PyTorch p50 / p50, "
-               "PyTorch timed alone in its own process with its defaults (interleaved figure in the JSON)")
+               + f"; latency: {runs} interleaved runs after warm-up, batch 1, at {sizes}; "
+               + ("×ref = the first model's p50 / p50, every row image → detections" if frontier else
+                  "×ref = PyTorch p50 / p50, PyTorch timed alone in its own process with its defaults (interleaved "
+                  "figure in the JSON)"))
     if json_out:
         write_json(json_out, {"environment": env, "stages": [r.as_json() for r in rows]})
     if report:

@@ -27,12 +27,14 @@ COLUMNS = (
     ("ΔAP", "AP minus the reference's (for a peer: minus the first model's reference)"),
     ("max |Δ|, cos", "largest absolute output difference and lowest cosine against the reference, same inputs"),
     ("F1", "detection agreement with the reference at IoU 0.5 (score ≥ 0.5)"),
-    ("p50 / p99 ms", "latency percentiles at the first input size, batch 1, interleaved with every stage"),
-    ("×ref", "reference p50 / this stage's p50, same run; the PyTorch reference is timed alone, in its own process "
+    ("p50 / p99 ms", "latency percentiles at the first input size, batch 1, interleaved with every stage (the PyTorch "
+                     "reference: alone, see ×ref)"),
+    ("×ref", "reference p50 / this stage's p50, same run; a PyTorch reference is timed alone, in its own process "
              "with PyTorch's defaults (its row shows that figure; its interleaved one is in the JSON)"),
     ("fps@8", "images per second at batch 8"),
     ("MB", "model file size"),
-    ("params / GFLOPs", "parameters (thousands) and GFLOPs at 640×640 (2 per multiply-accumulate, featherface.flops)"),
+    ("params / GFLOPs", "parameters (thousands) and GFLOPs at 640×640 (2 per multiply-accumulate, featherface.flops; "
+                        "peers: their ONNX graph's convolutions counted the same way)"),
     ("RSS MB", "process peak resident memory while the stage loaded and ran"),
 )
 
