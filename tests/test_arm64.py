@@ -41,13 +41,14 @@ def test_fp32_bundle_on_emulated_cortex_a72_matches_x86(cpu_bundle, small_image,
 def test_an_arm_board_without_the_runtime_packages_gets_one_line(cpu_bundle, small_image):
     """Debian's own python3 in the root has numpy but neither OpenCV nor ONNX Runtime."""
     _, result = cpu_bundle
-    crossarch.emulated_probe(ARM_ROOT, "cortex-a72", result.bundle, [small_image], "test")  # stages the bundle inside
-    run = subprocess.run(["chroot", str(ARM_ROOT), "/usr/bin/python3", "/work/test/bundle/runtime/detect_stream.py",
-                          "/work/test/images/0.jpg"], capture_output=True, text=True)
+    crossarch.stage_in_root(ARM_ROOT, result.bundle, [small_image], "packages")
+    run = subprocess.run(["chroot", str(ARM_ROOT), "/usr/bin/python3",
+                          "/work/packages/bundle/runtime/detect_stream.py", "/work/packages/images/0.jpg"],
+                         capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.strip().count("\n") == 0
     assert run.stderr.startswith("error: opencv-python-headless is not installed for /usr/bin/python3")
-    script = ("import sys; sys.path.insert(0, '/work/test/bundle/runtime'); "
+    script = ("import sys; sys.path.insert(0, '/work/packages/bundle/runtime'); "
               "from featherface_runtime import BundleError, FaceDetector\n"
-              "try:\n    FaceDetector('/work/test/bundle')\nexcept BundleError as exc:\n    print(exc)")
+              "try:\n    FaceDetector('/work/packages/bundle')\nexcept BundleError as exc:\n    print(exc)")
     run = subprocess.run(["chroot", str(ARM_ROOT), "/usr/bin/python3", "-c", script], capture_output=True, text=True)
     assert "onnxruntime is not installed for /usr/bin/python3 (aarch64" in run.stdout

@@ -56,11 +56,8 @@ def host_probe(bundle: Path, images: list[Path], out: Path, timeout: float = 600
     return dict(np.load(out))
 
 
-def emulated_probe(root: Path, cpu: str, bundle: Path, images: list[Path], folder: str = "check",
-                   timeout: float = 3600) -> dict:
-    """The bundle's runtime in the aarch64 root under ``QEMU_CPU=cpu``. The bundle, the images and the probe are
-    copied into ``root/work/<folder>`` (no /proc there: qemu does not emulate /proc/cpuinfo, and ONNX Runtime's
-    CPU probe would read the host's x86 file)."""
+def stage_in_root(root: Path, bundle: Path, images: list[Path], folder: str = "check") -> list[str]:
+    """Copy the bundle, the images and the probe into ``root/work/<folder>``; returns the images' paths inside."""
     work = root / "work" / folder
     shutil.rmtree(work, ignore_errors=True)
     (work / "images").mkdir(parents=True)
@@ -70,10 +67,18 @@ def emulated_probe(root: Path, cpu: str, bundle: Path, images: list[Path], folde
     for i, image in enumerate(images):
         shutil.copyfile(image, work / "images" / f"{i}{image.suffix}")
         inside.append(f"/work/{folder}/images/{i}{image.suffix}")
+    return inside
+
+
+def emulated_probe(root: Path, cpu: str, bundle: Path, images: list[Path], folder: str = "check",
+                   timeout: float = 3600) -> dict:
+    """The bundle's runtime in the aarch64 root under ``QEMU_CPU=cpu``, staged in ``root/work/<folder>`` (no /proc
+    there: qemu does not emulate /proc/cpuinfo, and ONNX Runtime's CPU probe would read the host's x86 file)."""
+    inside = stage_in_root(root, bundle, images, folder)
     argv = ["chroot", str(root), "/usr/bin/env", f"QEMU_CPU={cpu}", ROOT_PYTHON, f"/work/{folder}/{PROBE.name}",
             f"/work/{folder}/bundle", f"/work/{folder}/out.npz", *inside]
     _run(argv, f"{root}: emulated {cpu} probe", timeout)
-    return dict(np.load(work / "out.npz"))
+    return dict(np.load(root / "work" / folder / "out.npz"))
 
 
 def _detections(probe: dict, i: int) -> Detections:
