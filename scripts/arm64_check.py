@@ -20,6 +20,7 @@ from toolchain.measuring import crossarch
 from toolchain.pipeline import build_target
 
 REPO = Path(__file__).resolve().parent.parent
+EXACT_SIDES = ("exact", "kernels")
 
 
 def main() -> int:
@@ -41,7 +42,7 @@ def main() -> int:
     images, keys, ground_truth = crossarch.val_images(paths.default_val_dir(), args.images)
     out_dir = args.build_dir / "arm64-check"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, exact_rows = [], []
     for precision in args.precisions.split(","):
         # The graph is what is compared: no val evaluation here (toolchain engine does it for shipping).
         build_target(args.model, weights, target, precision, args.build_dir, paths.default_calib_dir(),
@@ -50,17 +51,30 @@ def main() -> int:
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.copytree(args.build_dir / model_dir(args.model) / target.name, bundle)
         host = crossarch.host_probe(bundle, images, out_dir / f"{precision}-x86.npz")
+        # INT8: each architecture's ONNX Runtime kernels against the arithmetic the verdicts used.
+        exact = crossarch.exact_probe(bundle, images) if precision == "int8" else None
+        if exact is not None:
+            exact_rows.append({"precision": precision, "cpu": "x86_64 (host)",
+                               "result": crossarch.compare(exact, host, keys, ground_truth, EXACT_SIDES)})
         for cpu in args.cpus.split(","):
             print(f"[arm64] {precision} on emulated {cpu} ({crossarch.ARM_CPUS.get(cpu, '?')}): {len(images)} images",
                   file=sys.stderr)
             arm = crossarch.emulated_probe(args.root, cpu, bundle, images)
             rows.append({"precision": precision, "cpu": cpu, "boards": crossarch.ARM_CPUS.get(cpu),
                          "result": crossarch.compare(host, arm, keys, ground_truth)})
+            if exact is not None:
+                exact_rows.append({"precision": precision, "cpu": cpu,
+                                   "result": crossarch.compare(exact, arm, keys, ground_truth, EXACT_SIDES)})
     print(crossarch.table(rows))
+    if exact_rows:
+        print("\nINT8: ONNX Runtime's kernels on each architecture against the verdicts' arithmetic (exact int32, "
+              "calibration/exact.py), same inputs")
+        print(crossarch.table(exact_rows, EXACT_SIDES))
     minutes = (time.monotonic() - start) / 60
-    print(f"images: {', '.join(keys)}; counts at score ≥ {crossarch.COUNT_THRESHOLD}; 1 ONNX Runtime thread "
+    shown = ", ".join(keys) if len(keys) <= 4 else f"the first {len(keys)} val images (name order)"
+    print(f"images: {shown}; counts at score ≥ {crossarch.COUNT_THRESHOLD}; 1 ONNX Runtime thread "
           f"per side; {minutes:.1f} min in all")
-    write_json(out_dir / "report.json", {"images": keys, "rows": rows, "minutes": minutes})
+    write_json(out_dir / "report.json", {"images": keys, "rows": rows, "exact_rows": exact_rows, "minutes": minutes})
     return 0
 
 

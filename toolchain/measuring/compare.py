@@ -33,22 +33,27 @@ def tensor_drift(reference: tuple[np.ndarray, ...], candidate: tuple[np.ndarray,
     return out
 
 
-def detection_f1(reference: Detections, candidate: Detections, iou: float = 0.5) -> float:
-    """F1 of ``candidate`` against ``reference`` with greedy one-to-one matching at ``iou``."""
-    if len(reference) == 0 and len(candidate) == 0:
-        return 1.0
+def matched_pairs(reference: Detections, candidate: Detections, iou: float = 0.5) -> list[tuple[int, int]]:
+    """Greedy one-to-one matches at ``iou`` as (reference index, candidate index), candidates in score order."""
     if len(reference) == 0 or len(candidate) == 0:
-        return 0.0
+        return []
     overlaps = box_iou(torch.as_tensor(candidate.boxes), torch.as_tensor(reference.boxes)).numpy()
     taken = np.zeros(len(reference), bool)
-    tp = 0
-    for row in overlaps:  # candidates are sorted by score
+    pairs = []
+    for i, row in enumerate(overlaps):  # candidates are sorted by score
         row = np.where(taken, -1.0, row)
         j = int(row.argmax())
         if row[j] >= iou:
             taken[j] = True
-            tp += 1
-    return 2 * tp / (len(reference) + len(candidate))
+            pairs.append((j, i))
+    return pairs
+
+
+def detection_f1(reference: Detections, candidate: Detections, iou: float = 0.5) -> float:
+    """F1 of ``candidate`` against ``reference`` with greedy one-to-one matching at ``iou``."""
+    if len(reference) == 0 and len(candidate) == 0:
+        return 1.0
+    return 2 * len(matched_pairs(reference, candidate, iou)) / (len(reference) + len(candidate))
 
 
 def sample_batches(images_dir: str | Path, shapes=CHECK_SHAPES) -> list[np.ndarray]:

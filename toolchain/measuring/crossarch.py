@@ -12,11 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.exact import integer_exact
 from featherface.errors import ArtifactError
 from featherface.evaluation import evaluate, load_ground_truth
 from featherface.postprocess import Detections
 from featherface.preprocess import list_images
+from toolchain.backends.onnxruntime_backend import exact_session
+from toolchain.building.metadata import load_onnx
+from toolchain.measuring.compare import matched_pairs
 from toolchain.measuring.evaluate import wider_rows
+from toolchain.runtime.featherface_runtime import FaceDetector
+from toolchain.runtime.probe_outputs import probe
 
 PROBE = Path(__file__).resolve().parent.parent / "runtime" / "probe_outputs.py"
 # qemu's CPU models (QEMU_CPU) and the boards they stand for. ONNX Runtime picks its ARM INT8 kernels by the
@@ -56,6 +62,15 @@ def host_probe(bundle: Path, images: list[Path], out: Path, timeout: float = 600
     return dict(np.load(out))
 
 
+def exact_probe(bundle: Path, images: list[Path]) -> dict:
+    """The bundle's runtime on this host with its Q/DQ convolutions in the verdicts' arithmetic (exact int32, then
+    scale and bias each rounded once: ``calibration.exact``) instead of ONNX Runtime's fused integer kernels — what
+    each architecture's kernels are measured against. A graph without Q/DQ runs unchanged."""
+    detector = FaceDetector(bundle, threads=1)
+    detector.model.session = exact_session(integer_exact(load_onnx(bundle / detector.manifest["artifact"])), 1)
+    return {"machine": np.array("exact"), **probe(detector, [str(p) for p in images])}
+
+
 def stage_in_root(root: Path, bundle: Path, images: list[Path], folder: str = "check") -> list[str]:
     """Copy the bundle, the images and the probe into ``root/work/<folder>``; returns the images' paths inside."""
     work = root / "work" / folder
@@ -81,31 +96,36 @@ def emulated_probe(root: Path, cpu: str, bundle: Path, images: list[Path], folde
     return dict(np.load(root / "work" / folder / "out.npz"))
 
 
-def _detections(probe: dict, i: int) -> Detections:
-    return Detections(probe[f"{i}/boxes"], probe[f"{i}/scores"], probe[f"{i}/landmarks"])
+def _detections(outputs: dict, i: int, threshold: float = 0.0) -> Detections:
+    keep = outputs[f"{i}/scores"] >= threshold
+    return Detections(outputs[f"{i}/boxes"][keep], outputs[f"{i}/scores"][keep], outputs[f"{i}/landmarks"][keep])
 
 
-def compare(host: dict, arm: dict, keys: list[str], ground_truth: dict) -> dict:
-    """Max |Δ| per raw output, detection counts and box/score differences at the default threshold, and AP on
-    these images for both sides."""
+def compare(host: dict, arm: dict, keys: list[str], ground_truth: dict,
+            sides: tuple[str, str] = ("x86", "arm64")) -> dict:
+    """Max |Δ| per raw output; at the default threshold, detection counts, faces matched across the two sides
+    (IoU ≥ 0.5, one to one) and the largest box/score difference between matched faces; AP on these images for
+    both sides (keyed by ``sides``)."""
     max_abs = {name: max(float(np.abs(host[f"{i}/{name}"].astype(np.float64) - arm[f"{i}/{name}"]).max())
                          for i in range(len(keys))) for name in OUTPUTS}
-    counts, box_diff, score_diff = [], 0.0, 0.0
+    counts, lost, gained, box_diff, score_diff = [], 0, 0, 0.0, 0.0
     for i in range(len(keys)):
-        a, b = _detections(host, i), _detections(arm, i)
-        keep_a, keep_b = a.scores >= COUNT_THRESHOLD, b.scores >= COUNT_THRESHOLD
-        counts.append((int(keep_a.sum()), int(keep_b.sum())))
-        if keep_a.sum() == keep_b.sum():
-            box_diff = max(box_diff, float(np.abs(a.boxes[keep_a] - b.boxes[keep_b]).max(initial=0)))
-            score_diff = max(score_diff, float(np.abs(a.scores[keep_a] - b.scores[keep_b]).max(initial=0)))
+        a, b = _detections(host, i, COUNT_THRESHOLD), _detections(arm, i, COUNT_THRESHOLD)
+        pairs = matched_pairs(a, b)
+        counts.append((len(a), len(b)))
+        lost, gained = lost + len(a) - len(pairs), gained + len(b) - len(pairs)
+        for j, k in pairs:
+            box_diff = max(box_diff, float(np.abs(a.boxes[j] - b.boxes[k]).max()))
+            score_diff = max(score_diff, abs(float(a.scores[j]) - float(b.scores[k])))
     gt = {k: ground_truth[k] for k in keys}
-    ap = {side: evaluate({k: wider_rows(_detections(probe, i)) for i, k in enumerate(keys)}, gt).ap
-          for side, probe in (("x86", host), ("arm64", arm))}
-    hwcap, hwcap2 = int(arm.get("hwcap", 0)), int(arm.get("hwcap2", 0))
-    return {"max_abs": max_abs, "counts": counts, "box_px": box_diff, "score": score_diff, "ap": ap,
-            "dotprod": bool(hwcap & HWCAP_ASIMDDP), "i8mm": bool(hwcap2 & HWCAP2_I8MM),
-            "seconds": {"x86": sum(float(host[f"{i}/seconds"]) for i in range(len(keys))),
-                        "arm64": sum(float(arm[f"{i}/seconds"]) for i in range(len(keys)))}}
+    ap = {side: evaluate({k: wider_rows(_detections(outputs, i)) for i, k in enumerate(keys)}, gt).ap
+          for side, outputs in zip(sides, (host, arm))}
+    hwcap, hwcap2 = (int(arm[k]) if k in arm else None for k in ("hwcap", "hwcap2"))
+    return {"max_abs": max_abs, "counts": counts, "lost": lost, "gained": gained, "box_px": box_diff,
+            "score": score_diff, "ap": ap, "dotprod": None if hwcap is None else bool(hwcap & HWCAP_ASIMDDP),
+            "i8mm": None if hwcap2 is None else bool(hwcap2 & HWCAP2_I8MM),
+            "seconds": {side: sum(float(outputs[f"{i}/seconds"]) for i in range(len(keys)))
+                        for side, outputs in zip(sides, (host, arm))}}
 
 
 def val_images(val_dir: Path, count: int) -> tuple[list[Path], list[str], dict]:
@@ -115,17 +135,30 @@ def val_images(val_dir: Path, count: int) -> tuple[list[Path], list[str], dict]:
     return images, keys, load_ground_truth(val_dir / "ground_truth")
 
 
-def table(rows: list[dict]) -> str:
-    """One line per (precision, CPU): max |Δ| per output, detection counts x86 → arm64, AP both sides."""
-    head = (f"{'bundle':<7}{'cpu (QEMU_CPU)':<14}{'sdot':>5}{'max|Δ| loc':>12}{'conf':>10}{'landms':>10}"
-            f"{'box px':>9}{'score':>9}  {'faces x86→arm':<15}{'AP x86 e/m/h':<22}{'AP arm64 e/m/h':<22}{'s/img':>6}")
+def faces_column(counts: list[tuple[int, int]]) -> str:
+    """Faces per side: per image for a few images, else the totals and how many images differ."""
+    if len(counts) <= 4:
+        return " ".join(f"{a}→{b}" for a, b in counts)
+    differ = sum(a != b for a, b in counts)
+    return f"{sum(a for a, _ in counts)}→{sum(b for _, b in counts)} ({differ}/{len(counts)} img differ)"
+
+
+def table(rows: list[dict], sides: tuple[str, str] = ("x86", "arm64")) -> str:
+    """One line per (precision, CPU) from ``compare(..., sides=sides)``: max |Δ| per output, faces on each side and
+    the unmatched ones, the largest box/score difference between matched faces, AP on both sides."""
+    first, second = sides
+    results = [r["result"] for r in rows]
+    width = max([15] + [len(faces_column(c["counts"])) + 2 for c in results])
+    head = (f"{'bundle':<7}{'cpu (QEMU_CPU)':<15}{'sdot':>5}{'max|Δ| loc':>12}{'conf':>10}{'landms':>10}  "
+            f"{f'faces {first}→{second}':<{width}}{'lost/new':>9}{'box px':>9}{'score':>9}  "
+            f"{f'AP {first} e/m/h':<22}{f'AP {second} e/m/h':<22}{'s/img':>6}")
     lines = [head, "-" * len(head)]
-    for r in rows:
-        c = r["result"]
+    for r, c in zip(rows, results):
         ap = {side: "/".join(f"{c['ap'][side][k]:.4f}" for k in ("easy", "medium", "hard")) for side in c["ap"]}
-        counts = " ".join(f"{a}→{b}" for a, b in c["counts"])
-        lines.append(f"{r['precision']:<7}{r['cpu']:<14}{'yes' if c['dotprod'] else 'no':>5}"
-                     f"{c['max_abs']['loc']:>12.2e}{c['max_abs']['conf']:>10.2e}{c['max_abs']['landms']:>10.2e}"
-                     f"{c['box_px']:>9.2e}{c['score']:>9.2e}  {counts:<15}{ap['x86']:<22}{ap['arm64']:<22}"
-                     f"{c['seconds']['arm64'] / len(c['counts']):>6.1f}")
+        sdot = {None: "—", True: "yes", False: "no"}[c["dotprod"]]
+        lines.append(f"{r['precision']:<7}{r['cpu']:<15}{sdot:>5}"
+                     f"{c['max_abs']['loc']:>12.2e}{c['max_abs']['conf']:>10.2e}{c['max_abs']['landms']:>10.2e}  "
+                     f"{faces_column(c['counts']):<{width}}{str(c['lost']) + '/' + str(c['gained']):>9}"
+                     f"{c['box_px']:>9.2e}{c['score']:>9.2e}  {ap[first]:<22}{ap[second]:<22}"
+                     f"{c['seconds'][second] / len(c['counts']):>6.1f}")
     return "\n".join(lines)

@@ -12,11 +12,28 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import List
 
 import cv2
 import numpy as np
 
 AT_HWCAP, AT_HWCAP2 = 16, 26
+
+
+def probe(detector, images: List[str]) -> dict:
+    """Per image: the raw outputs on the runtime's prepared input, the detections and the seconds taken."""
+    arrays = {}
+    for i, path in enumerate(images):
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        start = time.perf_counter()
+        x, _ = detector.prepare(image)
+        for name, value in zip(("loc", "conf", "landms"), detector.model.infer(x)):
+            arrays["{}/{}".format(i, name)] = value
+        boxes, scores, landmarks = detector.detect(image, score_threshold=0.02)
+        arrays["{}/seconds".format(i)] = np.float64(time.perf_counter() - start)
+        arrays["{}/boxes".format(i)], arrays["{}/scores".format(i)] = boxes, scores
+        arrays["{}/landmarks".format(i)] = landmarks
+    return arrays
 
 
 def main() -> int:
@@ -30,16 +47,7 @@ def main() -> int:
         getauxval = ctypes.CDLL(None).getauxval
         getauxval.restype = ctypes.c_ulong
         arrays["hwcap"], arrays["hwcap2"] = np.uint64(getauxval(AT_HWCAP)), np.uint64(getauxval(AT_HWCAP2))
-    for i, path in enumerate(images):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        start = time.perf_counter()
-        x, _ = detector.prepare(image)
-        for name, value in zip(("loc", "conf", "landms"), detector.model.infer(x)):
-            arrays["{}/{}".format(i, name)] = value
-        boxes, scores, landmarks = detector.detect(image, score_threshold=0.02)
-        arrays["{}/seconds".format(i)] = np.float64(time.perf_counter() - start)
-        arrays["{}/boxes".format(i)], arrays["{}/scores".format(i)] = boxes, scores
-        arrays["{}/landmarks".format(i)] = landmarks
+    arrays.update(probe(detector, images))
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(str(tmp), **arrays)
     tmp.replace(out)
