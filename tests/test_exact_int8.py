@@ -24,6 +24,7 @@ from featherface.preprocess import preprocess
 from toolchain.backends.onnxruntime_backend import OnnxRuntimeRunner, exact_session, session_options
 from toolchain.building.metadata import get_metadata, load_onnx
 from toolchain.building.targets import load_target
+from toolchain.measuring import crossarch
 from toolchain.measuring.evaluate import evaluate_folder
 from toolchain.runtime.featherface_runtime import (CPU_FLAGS_ENV, FaceDetector, architecture_warning, cpu_features,
                                                    int8_warning, onnxruntime_session)
@@ -275,18 +276,25 @@ def test_warning_is_one_line_for_int8_bundles_on_saturating_cpus():
     arm = {"arch": "aarch64", "flags": [], "exact_int8": True}
     assert architecture_warning({"checked_on": ["x86_64", "aarch64"]}, arm) is None
     assert "checked on x86_64 only; aarch64" in architecture_warning({"checked_on": ["x86_64"]}, arm)
+    assert architecture_warning({"checked_on": ["x86_64"], "precision": "int8"}, arm).startswith("this int8 bundle")
     assert architecture_warning({}, arm) is None  # bundles from before the record: nothing claimed, nothing said
 
 
-def test_int8_cpu_bundle_records_its_semantics_and_warns_on_a_saturating_cpu(minmax_int8, v1_onnx, tmp_path,
-                                                                             monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def int8_cpu_bundle(minmax_int8, v1_onnx, tmp_path_factory):
+    """A cpu bundle of the MinMax Q/DQ graph: (folder, manifest)."""
     target = load_target("cpu")
-    folder = tmp_path / "bundle"
+    folder = tmp_path_factory.mktemp("int8-bundle") / "bundle"
     folder.mkdir()
     engine = build_engine(target, "int8", {"int8": minmax_int8, "fp32": v1_onnx.path}, folder)
-    manifest = write_bundle(folder, "featherface-v1", target, "int8", engine, get_metadata(load_onnx(minmax_int8)),
-                            {}, None)
+    return folder, write_bundle(folder, "featherface-v1", target, "int8", engine,
+                                get_metadata(load_onnx(minmax_int8)), {}, None)
+
+
+def test_int8_cpu_bundle_records_its_semantics_and_warns_on_a_saturating_cpu(int8_cpu_bundle, monkeypatch, capsys):
+    folder, manifest = int8_cpu_bundle
     assert manifest["int8"]["semantics"] == "exact-int32"
+    assert manifest["checked_on"] == list(load_target("cpu").checked_on_for("int8"))
     assert manifest["int8"]["build_host"]["arch"] == platform.machine().lower()
     image = cv2.imread(str(next((VAL / "images").rglob("*.jpg"))))
     monkeypatch.setenv(CPU_FLAGS_ENV, "sse4_2 avx2 fma")
@@ -298,6 +306,28 @@ def test_int8_cpu_bundle_records_its_semantics_and_warns_on_a_saturating_cpu(min
         assert detector.warnings and len(detector.detect(image)[0]) > 0  # it warns, and still runs
     monkeypatch.setenv(CPU_FLAGS_ENV, "avx2 avx512_vnni")
     assert FaceDetector(folder).warnings == [] and capsys.readouterr().err == ""
+
+
+def test_the_cross_architecture_check_measures_kernels_against_the_exact_semantics(int8_cpu_bundle, tmp_path):
+    """``make arm64-check``'s reference side: the bundle's own runtime (its preprocessing, its post-processing) with
+    the exact int32 path swapped in, and the table that sets each architecture's kernels against it."""
+    folder, _ = int8_cpu_bundle
+    images, keys, ground_truth = crossarch.val_images(VAL, 2)
+    exact = crossarch.exact_probe(folder, images)
+    kernels = crossarch.host_probe(folder, images, tmp_path / "kernels.npz")
+    detector = FaceDetector(folder, threads=1)
+    runner = OnnxRuntimeRunner(folder / "model.onnx", threads=1, int8="exact")
+    for i, image in enumerate(images):
+        x, _ = detector.prepare(cv2.imread(str(image)))
+        for name, value in zip(crossarch.OUTPUTS, runner.infer(x)):
+            np.testing.assert_allclose(exact[f"{i}/{name}"], value, rtol=0, atol=1e-5)
+    sides = ("exact", "kernels")
+    result = crossarch.compare(exact, kernels, keys, ground_truth, sides)
+    assert set(result["ap"]) == set(sides) and result["dotprod"] is None  # no HWCAP words on x86
+    faces_exact, faces_kernels = (sum(c[k] for c in result["counts"]) for k in (0, 1))
+    assert faces_exact > 0 and faces_exact - result["lost"] == faces_kernels - result["gained"]  # the matched faces
+    table = crossarch.table([{"precision": "int8", "cpu": "x86_64 (host)", "result": result}], sides)
+    assert "faces exact→kernels" in table.splitlines()[0] and table.splitlines()[2].startswith("int8   x86_64")
 
 
 def test_noise_rounds_measure_the_exact_semantics(minmax_int8, v1_onnx, tmp_path):

@@ -33,6 +33,9 @@ class Int8Settings:
     # ranges cost accuracy everywhere, benchmarks/shift_int8.py), and it is refused at build time when it misses
     # the budget on one of them.
     shifts: tuple[str, ...] = ()
+    # ONNX Runtime targets: the architectures where the INT8 graph, run by each one's own integer kernels, kept the
+    # ΔAP budget (None: the target's 'checked_on'). Kernels differ in their requantisation, not only in their sums.
+    checked_on: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class Target:
     checked_on: tuple[str, ...] = ()  # CPU architectures its bundles were run on (ONNX Runtime targets)
     path: Path | None = None
 
+    def checked_on_for(self, precision: str) -> tuple[str, ...]:
+        """The architectures a bundle of this precision was checked on (recorded in its manifest)."""
+        return self.int8.checked_on if precision == "int8" and self.int8.checked_on is not None else self.checked_on
+
     @property
     def is_tensorrt(self) -> bool:
         return self.runtime == "tensorrt"
@@ -85,7 +92,7 @@ _TOP = {"name": str, "description": str, "runtime": str, "min_runtime_version": 
 _REQUIRED = set(_TOP) - {"dla", "int8", "platform", "alias", "lean", "checked_on"}
 _DLA = {"core": int, "gpu_fallback": bool}
 _INT8 = {"mode": str, "method": str, "activations": str, "images": int, "noise_threshold_db": float,
-         "shifts": list}
+         "shifts": list, "checked_on": list}
 
 
 def _fail(path: Path, message: str) -> ConfigError:
@@ -163,6 +170,8 @@ def parse_target(path: Path) -> Target:
         raise _fail(path, f"'checked_on' lists CPU architectures ({', '.join(ARCHITECTURES)}) of an ONNX Runtime "
                           "target (TensorRT engines are tied to their 'platform')")
     int8 = _int8(path, data.get("int8", {}), data["runtime"], data["min_runtime_version"])
+    if int8.checked_on is not None and not set(int8.checked_on) <= set(checked_on):
+        raise _fail(path, "'int8.checked_on' must be a subset of 'checked_on' (an architecture the target was run on)")
     return Target(data["name"], data["description"], data["runtime"], data["min_runtime_version"],
                   tuple(data["precisions"]), data["default_precision"], data["opset"], data["dcn_lowering"],
                   data["workspace_mb"], Profile(lo, opt, hi), platform, data.get("lean", False), dla.get("core"),
@@ -182,7 +191,9 @@ def _alias(path: Path, data: dict) -> Target:
 
 def _int8(path: Path, table: dict, runtime: str, min_version: str) -> Int8Settings:
     _typed(path, table, _INT8, "int8.")
-    settings = Int8Settings(**{**table, "shifts": tuple(table.get("shifts", ()))})
+    checked = table.get("checked_on")
+    settings = Int8Settings(**{**table, "shifts": tuple(table.get("shifts", ())),
+                               "checked_on": None if checked is None else tuple(checked)})
     unknown = [s for s in settings.shifts if s not in SHIFTS]
     if unknown:
         raise _fail(path, f"'int8.shifts' names unknown shift(s) {', '.join(map(str, unknown))} "

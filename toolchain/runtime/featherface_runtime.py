@@ -85,11 +85,13 @@ def int8_warning(manifest: dict, cpu: dict) -> Optional[str]:
 
 
 def architecture_warning(manifest: dict, cpu: dict) -> Optional[str]:
-    """One line when this CPU's architecture is not one the bundle's target was checked on."""
+    """One line when this CPU's architecture is not one a bundle of this precision was checked on (an INT8
+    bundle's list can be shorter: each architecture's integer kernels round differently)."""
     checked = manifest.get("checked_on") or []
     if not checked or cpu["arch"] in checked or {"amd64": "x86_64", "arm64": "aarch64"}.get(cpu["arch"]) in checked:
         return None
-    return "this bundle's target was checked on {} only; {} is not among them".format(", ".join(checked), cpu["arch"])
+    bundle = "this {} bundle".format(manifest["precision"]) if manifest.get("precision") else "this bundle"
+    return "{} was checked on {} only; {} is not among them".format(bundle, ", ".join(checked), cpu["arch"])
 
 
 class BundleError(Exception):

@@ -60,7 +60,7 @@ def write_bundle(folder: Path, model: str, target: Target, precision: str, engin
         "engine_info": engine.engine_info,
         "note": engine.note,
         "dcn_lowering": onnx_metadata.get("dcn_lowering"), "opset": onnx_metadata.get("opset"),
-        "checked_on": list(target.checked_on),
+        "checked_on": list(target.checked_on_for(precision)),
         "sources": sources,
         "accuracy": accuracy,
         "int8": int8_record(accuracy) if precision == "int8" else None,
