@@ -148,9 +148,10 @@ def table(rows: list[dict], sides: tuple[str, str] = ("x86", "arm64")) -> str:
     the unmatched ones, the largest box/score difference between matched faces, AP on both sides."""
     first, second = sides
     results = [r["result"] for r in rows]
-    width = max([15] + [len(faces_column(c["counts"])) + 2 for c in results])
+    faces = f"faces {first}→{second}"
+    width = max(len(text) + 2 for text in [faces] + [faces_column(c["counts"]) for c in results])
     head = (f"{'bundle':<7}{'cpu (QEMU_CPU)':<15}{'sdot':>5}{'max|Δ| loc':>12}{'conf':>10}{'landms':>10}  "
-            f"{f'faces {first}→{second}':<{width}}{'lost/new':>9}{'box px':>9}{'score':>9}  "
+            f"{faces:<{width}}{'lost/new':>9}{'box px':>9}{'score':>9}  "
             f"{f'AP {first} e/m/h':<22}{f'AP {second} e/m/h':<22}{'s/img':>6}")
     lines = [head, "-" * len(head)]
     for r, c in zip(rows, results):
