@@ -658,11 +658,18 @@ class FaceDetector:
     def detect(self, image_bgr: np.ndarray, score_threshold: Optional[float] = None,
                nms_threshold: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(K, 4) x1 y1 x2 y2 pixels of the original image, (K,) scores, (K, 10) landmarks, best first."""
+        x, scale = self.prepare(image_bgr)
+        return self.detections(self.model.infer(x), x.shape[2:], scale, score_threshold, nms_threshold)
+
+    def detections(self, outputs: Tuple[np.ndarray, ...], input_size: Tuple[int, int], scale: float,
+                   score_threshold: Optional[float] = None,
+                   nms_threshold: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``detect`` after the network: detections from its outputs on an input of ``input_size`` (H, W) prepared
+        at ``scale``, for callers that keep the raw outputs of the same run."""
         score_threshold = self.defaults["score_threshold"] if score_threshold is None else score_threshold
         nms_threshold = self.defaults["nms_threshold"] if nms_threshold is None else nms_threshold
-        x, scale = self.prepare(image_bgr)
-        height, width = x.shape[2:]
-        loc, conf, landms = self.model.infer(x)
+        height, width = input_size
+        loc, conf, landms = outputs
         priors = prior_boxes(self.priors, height, width)
         boxes, points = decode(loc[0], landms[0], priors, self.priors["variances"])
         size = np.asarray([width, height], np.float32) / np.float32(scale)

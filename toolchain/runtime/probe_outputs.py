@@ -26,10 +26,11 @@ def probe(detector, images: List[str]) -> dict:
     for i, path in enumerate(images):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         start = time.perf_counter()
-        x, _ = detector.prepare(image)
-        for name, value in zip(("loc", "conf", "landms"), detector.model.infer(x)):
+        x, scale = detector.prepare(image)
+        outputs = detector.model.infer(x)  # once: the detections come from these very outputs
+        for name, value in zip(("loc", "conf", "landms"), outputs):
             arrays["{}/{}".format(i, name)] = value
-        boxes, scores, landmarks = detector.detect(image, score_threshold=0.02)
+        boxes, scores, landmarks = detector.detections(outputs, x.shape[2:], scale, score_threshold=0.02)
         arrays["{}/seconds".format(i)] = np.float64(time.perf_counter() - start)
         arrays["{}/boxes".format(i)], arrays["{}/scores".format(i)] = boxes, scores
         arrays["{}/landmarks".format(i)] = landmarks
